@@ -1,0 +1,1 @@
+"""gmm_prior op."""

@@ -1,0 +1,1 @@
+"""joints_only op."""

@@ -1,0 +1,1 @@
+"""kinematic_chain op."""

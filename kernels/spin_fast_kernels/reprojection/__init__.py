@@ -1,0 +1,1 @@
+"""reprojection op."""

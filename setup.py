@@ -1,0 +1,32 @@
+"""spin_fast: a fast SPIN (HMR + SMPLify-in-the-loop) training engine.
+
+`kernels/` is a source folder holding the package `spin_fast_kernels` (Triton kernels and their
+torch references); it is mapped here so that the PyPI package named `kernels` is never shadowed.
+No hardware is probed here: the Triton/torch choice is made per call from the tensors' device.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="spin_fast",
+    version="0.1.0",
+    description="Fast SPIN training engine: fused SMPL/SMPLify Triton kernels, DALI loader, PyTorch trainer",
+    python_requires=">=3.10",
+    packages=find_packages(include=["spin_fast", "spin_fast.*"])
+    + find_packages("kernels", include=["spin_fast_kernels", "spin_fast_kernels.*"]),
+    package_dir={"spin_fast_kernels": "kernels/spin_fast_kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "smplx>=0.1.28",
+        "pillow>=10",
+        "pyyaml>=6",
+        "scikit-image>=0.22",
+    ],
+    extras_require={
+        # DALI ships Linux x86_64/aarch64 wheels only; its CPU operators run without a GPU.
+        "dali": ["nvidia-dali-cuda120>=1.40"],
+        "test": ["pytest>=8", "pytest-benchmark>=4"],
+    },
+)

@@ -1,0 +1,126 @@
+"""The one place for environment variables, asset locations and device choice.
+
+Environment variables (also listed in README.md):
+
+| variable              | default                 | meaning                                                      |
+|-----------------------|-------------------------|--------------------------------------------------------------|
+| SPIN_FAST_BACKEND     | auto                    | kernels: `auto` (Triton on CUDA tensors, torch otherwise),   |
+|                       |                         | `torch` (always the reference), `triton` (always Triton)     |
+| SPIN_FAST_DATA_ROOT   | (unset)                 | mmhuman3d-layout data root; unset = synthetic stand-in       |
+| SPIN_FAST_CACHE       | ~/.cache/spin_fast      | where the synthetic stand-in is generated on first use       |
+| TRITON_INTERPRET      | (unset)                 | Triton's own: `1` runs kernels on the CPU (tests); must be   |
+|                       |                         | set before spin_fast_kernels is imported                     |
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_BACKEND = "SPIN_FAST_BACKEND"
+ENV_DATA_ROOT = "SPIN_FAST_DATA_ROOT"
+ENV_CACHE = "SPIN_FAST_CACHE"
+
+GENDERS = ("neutral", "male", "female")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "spin_fast")).expanduser()
+
+
+@dataclass(frozen=True)
+class AssetPaths:
+    """Files of the mmhuman3d layout under one data root (the folder holding `body_models/`)."""
+
+    root: Path
+
+    @property
+    def gmm(self) -> Path:
+        return self.root / "gmm_08.pkl"
+
+    def smpl(self, gender: str = "neutral") -> Path:
+        if gender not in GENDERS:
+            raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
+        return self.root / "body_models" / "smpl" / f"SMPL_{gender.upper()}.pkl"
+
+    @property
+    def j_regressor_extra(self) -> Path:
+        return self.root / "body_models" / "J_regressor_extra.npy"
+
+    @property
+    def j_regressor_h36m(self) -> Path:
+        return self.root / "body_models" / "J_regressor_h36m.npy"
+
+    @property
+    def mean_params(self) -> Path:
+        return self.root / "body_models" / "smpl_mean_params.npz"
+
+    @property
+    def pretrained(self) -> Path:
+        return self.root / "pretrained" / "spin_pretrain.pth"
+
+    def preprocessed(self, name: str) -> Path:
+        """HumanData file, e.g. name='spin_pw3d_test'."""
+        return self.root / "preprocessed_datasets" / f"{name}.npz"
+
+    def static_fits(self, name: str) -> Path:
+        """Static fits, e.g. name='coco' -> static_fits/coco_fits.npy."""
+        return self.root / "static_fits" / f"{name}_fits.npy"
+
+    def images(self, name: str) -> Path:
+        return self.root / "datasets" / name
+
+    def body_model_files(self) -> list[Path]:
+        return [self.smpl(g) for g in GENDERS] + [self.j_regressor_extra, self.j_regressor_h36m,
+                                                    self.mean_params, self.gmm]
+
+    def check_body_model_files(self) -> None:
+        missing = [str(p) for p in self.body_model_files() if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                "missing SMPL asset file(s) under data root "
+                f"{self.root}:\n  " + "\n  ".join(missing)
+                + "\nExpected the mmhuman3d layout (see README 'Real SMPL files')."
+            )
+
+
+def synthetic_root() -> Path:
+    return cache_dir() / "synthetic" / "data"
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None, *, announce: bool = True) -> AssetPaths:
+    """Return the asset paths for `data_root`, $SPIN_FAST_DATA_ROOT, or the synthetic stand-in.
+
+    A root may be the mmhuman3d `data/` folder itself or its parent. With no root configured the
+    synthetic stand-in is generated on first use (seconds) and announced, never used silently.
+    """
+    root = data_root if data_root is not None else os.environ.get(ENV_DATA_ROOT) or None
+    if root is not None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data root {root} does not exist or is not a folder")
+        if (root / "data" / "body_models").is_dir() and not (root / "body_models").is_dir():
+            root = root / "data"
+        paths = AssetPaths(root)
+        paths.check_body_model_files()
+        return paths
+    paths = AssetPaths(synthetic_root())
+    if not all(p.is_file() for p in paths.body_model_files()):
+        from spin_fast.assets import write_assets  # local import: only needed on first use
+
+        if announce:
+            print(f"spin_fast: no data root configured; generating the synthetic SMPL stand-in in {paths.root}",
+                  file=sys.stderr)
+        write_assets(paths.root, seed=0)
+    elif announce:
+        print(f"spin_fast: no data root configured; using the synthetic SMPL stand-in at {paths.root} "
+              "(not the licensed SMPL model)", file=sys.stderr)
+    return paths
+
+
+def default_device():
+    """CUDA when present, else CPU: the one place the device is chosen."""
+    import torch
+
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
