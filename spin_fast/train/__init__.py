@@ -1,0 +1,1 @@
+"""Training: config, losses, the SPIN step, the loop and checkpoints (`python -m spin_fast.train`)."""

@@ -1,0 +1,285 @@
+"""Training configuration: dataclasses, a YAML file format, and command-line overrides.
+
+Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags. Every leaf field has a
+flag (`python -m spin_fast.train --help` lists them); YAML files use the same nesting:
+
+    data: {root: /data/mmhuman3d, batch_size: 32}
+    optim: {lr: 3.0e-5}
+
+Unknown keys, wrong types and out-of-range values are errors that name the key. The resolved config
+is saved next to every checkpoint (`config.yaml`) and inside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Dataset mixes (SPEC.md "Training"): mmhuman3d's fixed ratios; SPIN's are 0.3 / 0.1 / rest by size.
+MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
+
+LOSS_PRESETS = {
+    # mmhuman3d resnet50_spin_pw3d_cache.py
+    "mmhuman3d": dict(keypoints3d=100.0, keypoints2d=10.0, vertices=2.0, pose=3.0, betas=0.02, camera=60.0,
+                      openpose_2d=1.0, criterion="smooth_l1", overall=1.0),
+    # SPIN's trainer: 60 * (5 L2d + 5 L3d + 0 Lshape + Lpose + 0.001 Lbetas + cam prior), MSE, OpenPose 2D off
+    "spin": dict(keypoints3d=5.0, keypoints2d=5.0, vertices=0.0, pose=1.0, betas=0.001, camera=1.0,
+                 openpose_2d=0.0, criterion="mse", overall=60.0),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid (the message names the key)."""
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None          # mmhuman3d data root; None = synthetic stand-in (announced)
+    mix: dict[str, float] = field(default_factory=lambda: dict(MMHUMAN3D_MIX))
+    batch_size: int = 32             # per process
+    loader: str = "auto"             # auto (DALI when importable) | dali | reference
+    threads: int = 2                 # CPU threads for decoding / augmentation
+    rot_prob: float = 0.6            # mmhuman3d 0.6, SPIN 0.4
+    skip_bad_images: bool = False    # count and skip unreadable images instead of failing
+    synthetic_scale: int = 1         # size multiplier of the generated synthetic dataset
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"       # resnet50 | resnet18
+    pretrained: str | None = None    # HMR checkpoint to start from (mmhuman3d, SPIN or spin_fast)
+    bf16: bool = True                # autocast the network in bf16 (SMPL, SMPLify, losses stay fp32)
+    channels_last: bool = True
+    compile: bool = False            # torch.compile the network
+
+
+@dataclass
+class SmplifyConfig:
+    enabled: bool = True
+    stage1_iters: int = 100
+    stage2_iters: int = 100
+    flavor: str = "spin"             # spin | mmhuman3d
+
+
+@dataclass
+class LossConfig:
+    preset: str = "mmhuman3d"        # mmhuman3d | spin: sets every weight below that is left at None
+    keypoints3d: float | None = None
+    keypoints2d: float | None = None
+    vertices: float | None = None
+    pose: float | None = None
+    betas: float | None = None
+    camera: float | None = None
+    openpose_2d: float | None = None
+    criterion: str | None = None     # smooth_l1 | mse (keypoint losses)
+    overall: float | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        base = dict(LOSS_PRESETS[self.preset])
+        for k in base:
+            v = getattr(self, k)
+            if v is not None:
+                base[k] = v
+        return base
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    epochs: int = 10
+    samples_per_epoch: int = 100_000
+    lr_decay_epochs: list[int] = field(default_factory=lambda: [3])
+    lr_decay: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    work_dir: str = "work_dirs/spin_fast"
+    seed: int = 0
+    max_steps: int | None = None     # None: epochs * samples_per_epoch / (batch * world)
+    log_every: int = 10
+    ckpt_every: int = 500
+    device: str = "auto"             # auto | cpu | cuda
+    demo: bool = False               # the quick synthetic run (set automatically without a data root)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    smplify: SmplifyConfig = field(default_factory=SmplifyConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+# Small, CPU-friendly settings of the synthetic demo (applied before file and flag overrides).
+DEMO_OVERRIDES = {
+    "max_steps": 40, "log_every": 5, "ckpt_every": 20, "work_dir": "work_dirs/demo",
+    "data.batch_size": 8, "model.backbone": "resnet18", "model.bf16": False, "optim.lr": 1e-4,
+    "smplify.stage1_iters": 30, "smplify.stage2_iters": 30,
+}
+
+CHOICES = {
+    "data.loader": ("auto", "dali", "reference"), "model.backbone": ("resnet50", "resnet18"),
+    "smplify.flavor": ("spin", "mmhuman3d"), "loss.preset": tuple(LOSS_PRESETS),
+    "loss.criterion": (None, "smooth_l1", "mse"), "device": ("auto", "cpu", "cuda"),
+}
+POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
+            "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
+NON_NEGATIVE = {"smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay"}
+
+
+# --- flattening --------------------------------------------------------------------------------------
+def leaves(cfg=None, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{'section.field': (value, type annotation)} for every leaf of a config (default: the defaults)."""
+    cfg = TrainConfig() if cfg is None else cfg
+    hints = typing.get_type_hints(type(cfg))
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(leaves(v, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (v, hints[f.name])
+    return out
+
+
+def _coerce(key: str, value: Any, hint) -> Any:
+    """value (from YAML or a command-line string) as the field's type, or ConfigError naming key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
+        if type(None) in args or hint is type(None):
+            return None
+        raise ConfigError(f"config key '{key}' may not be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if isinstance(value, str) and hint in (dict, list) or origin in (dict, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        kind = origin or hint
+        if not isinstance(value, kind):
+            raise ConfigError(f"config key '{key}' must be a {kind.__name__}, got {value!r}")
+        if kind is dict:
+            try:
+                return {str(k): float(v) for k, v in value.items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"config key '{key}' must map names to numbers, got {value!r}") from None
+        try:
+            return [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' must be a list of integers, got {value!r}") from None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            num = float(value) if hint is float else int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' must be {'a number' if hint is float else 'an integer'}, "
+                              f"got {value!r}") from None
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return num
+    if hint is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"config key '{key}': unsupported type {hint}")
+
+
+def set_value(cfg: TrainConfig, key: str, value: Any) -> None:
+    known = leaves(cfg)
+    if key not in known:
+        raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
+    obj = cfg
+    *path, last = key.split(".")
+    for p in path:
+        obj = getattr(obj, p)
+    setattr(obj, last, _coerce(key, value, known[key][1]))
+
+
+def flatten_mapping(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("data.mix",):
+            out.update(flatten_mapping(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+    return flatten_mapping(raw)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    flat = {k: v for k, (v, _) in leaves(cfg).items()}
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {[c for c in choices if c]}, got {flat[key]!r}")
+    for key in POSITIVE:
+        if flat[key] is not None and flat[key] <= 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {flat[key]!r}")
+    for key in NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]!r}")
+    if not 0.0 <= cfg.data.rot_prob <= 1.0:
+        raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
+    if not cfg.data.mix or any(v < 0 for v in cfg.data.mix.values()) or sum(cfg.data.mix.values()) <= 0:
+        raise ConfigError(f"config key 'data.mix' needs non-negative ratios with a positive sum, got {cfg.data.mix}")
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> TrainConfig:
+    cfg = TrainConfig()
+    for k, v in flatten_mapping(d).items():
+        set_value(cfg, k, v)
+    return validate(cfg)
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
+                 demo: bool | None = None) -> TrainConfig:
+    """Defaults, then the demo settings (when `demo`), then the file, then the overrides."""
+    cfg = TrainConfig()
+    file_values = load_yaml(config_file) if config_file else {}
+    overrides = dict(overrides or {})
+    if demo is None:
+        root = overrides.get("data.root", file_values.get("data.root"))
+        demo = root is None and not _env_data_root()
+    if demo:
+        for k, v in DEMO_OVERRIDES.items():
+            set_value(cfg, k, v)
+        cfg.demo = True
+    for source in (file_values, overrides):
+        for k, v in source.items():
+            set_value(cfg, k, v)
+    return validate(cfg)
+
+
+def _env_data_root() -> str | None:
+    import os
+
+    from spin_fast.config import ENV_DATA_ROOT
+
+    return os.environ.get(ENV_DATA_ROOT) or None

@@ -1,0 +1,274 @@
+"""The training loop: set-up, steps, logging, checkpoints, resume, DistributedDataParallel.
+
+`train(cfg, resume=...)` is what `python -m spin_fast.train` calls. One process per GPU under
+`torchrun` (NCCL on CUDA, gloo on CPU); rank 0 logs and writes checkpoints; every rank keeps an
+identical fits store because each step's fit updates are all-gathered and applied in rank order.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from spin_fast.config import default_device, resolve_data_root
+from spin_fast.train.checkpoint import _unwrap, load_checkpoint, save_checkpoint, set_rng_state
+from spin_fast.train.config import TrainConfig, from_dict, to_dict
+from spin_fast.train.step import StepContext, train_step
+
+
+# --- distributed -------------------------------------------------------------------------------------
+def init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Under torchrun (WORLD_SIZE set) joins the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device_choice == "auto":
+        device = default_device()
+    else:
+        device = torch.device(device_choice)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def make_fits_sync(fits, world: int):
+    """All-gather each rank's updated fits and apply them in rank order on every rank."""
+    if world <= 1:
+        return None
+
+    def sync(dataset_id, index, updated):
+        dataset_id = torch.as_tensor(dataset_id, device=fits.device).long()
+        index = torch.as_tensor(index, device=fits.device).long()
+        rows = fits.get(dataset_id, index)
+        local = torch.cat([dataset_id[:, None].float(), index[:, None].float(), updated[:, None].float(), rows], 1)
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(gathered, local)
+        for g in gathered:  # same order on every rank: identical stores
+            fits.put(g[:, 0].long(), g[:, 1].long(), g[:, 3:], mask=g[:, 2].bool())
+
+    return sync
+
+
+# --- logging -----------------------------------------------------------------------------------------
+class Logger:
+    """CSV log + a one-line progress display on rank 0."""
+
+    def __init__(self, work_dir: Path, total_steps: int, enabled: bool, resume: bool):
+        self.enabled, self.total = enabled, total_steps
+        self.path = work_dir / "log.csv"
+        self.fields = None
+        self._fh = None
+        self._resume = resume
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        if self._fh is None:
+            self.fields = ["step"] + list(values)
+            exists = self.path.is_file() and self._resume
+            self._fh = open(self.path, "a" if exists else "w", newline="")
+            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields)
+            if not exists:
+                self._writer.writeheader()
+        self._writer.writerow({"step": step, **values})
+        self._fh.flush()
+        bar_w = 24
+        done = int(bar_w * step / max(self.total, 1))
+        msg = (f"\r[{'#' * done}{'.' * (bar_w - done)}] step {step}/{self.total} "
+               f"loss {values['loss']:.4f} kp2d {values['keypoints2d']:.4f} kp3d {values['keypoints3d']:.4f} "
+               f"{values['images_per_s']:.1f} img/s smplify {values['smplify_ms']:.0f} ms/step")
+        print(msg, end="", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self._fh is not None:
+            self._fh.close()
+            print(file=sys.stderr)
+
+
+def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
+    """A dependency-free loss-curve PNG (PIL) of log.csv's `loss` column."""
+    from PIL import Image, ImageDraw
+
+    with open(csv_path) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    W, H, pad = 640, 360, 40
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    lo, hi = min(loss), max(loss)
+    hi = hi if hi > lo else lo + 1.0
+    s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
+
+    def xy(s, v):
+        return pad + (W - 2 * pad) * (s - s0) / (s1 - s0), H - pad - (H - 2 * pad) * (v - lo) / (hi - lo)
+
+    d.rectangle([pad, pad, W - pad, H - pad], outline="black")
+    d.line([xy(s, v) for s, v in zip(steps, loss)], fill=(200, 40, 40), width=2)
+    d.text((pad, 10), f"training loss (steps {s0}-{s1}; {lo:.3g} .. {hi:.3g})", fill="black")
+    tmp = png_path.with_suffix(".tmp.png")
+    img.save(tmp)
+    os.replace(tmp, png_path)
+
+
+# --- the run -----------------------------------------------------------------------------------------
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    milestones = [e * steps_per_epoch for e in cfg.optim.lr_decay_epochs]
+    return lambda step: cfg.optim.lr_decay ** sum(step >= m for m in milestones)
+
+
+def build_smplify(cfg: TrainConfig, paths, body, device):
+    """SMPLify as the step expects it: (pose, betas, cam_t, kp2d) -> (pose, betas, cam_t, joint_loss)."""
+    if not cfg.smplify.enabled:
+        return None
+    from spin_fast.smplify.fit import SMPLify
+
+    fitter = SMPLify(body=body, gmm_path=paths.gmm, stage1_iters=cfg.smplify.stage1_iters,
+                     stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device)
+
+    def run(pose, betas, cam_t, kp2d):
+        r = fitter(pose, betas, cam_t, kp2d)
+        return r.pose, r.betas, r.cam_t, r.joint_loss
+
+    return run
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    from spin_fast.data import build_train_loader
+    from spin_fast.model import HMR
+    from spin_fast.body import BodyModel
+    from spin_fast.smplify import FitsStore
+
+    rank, world, device = init_distributed(cfg.device)
+    torch.manual_seed(cfg.seed + rank)
+    work_dir = Path(cfg.work_dir)
+    if rank == 0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    paths = resolve_data_root(cfg.data.root, announce=rank == 0)
+    if cfg.data.root is None:
+        from spin_fast.data.synth import ensure_synthetic_dataset
+
+        if rank == 0:
+            ensure_synthetic_dataset(paths.root, scale=cfg.data.synthetic_scale, announce=True)
+        if world > 1:
+            dist.barrier()
+
+    body = BodyModel.from_paths(paths).to(device)
+    model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params).to(device)
+    if cfg.model.pretrained:
+        from spin_fast.evaluate.checkpoint_import import load_hmr_weights
+
+        load_hmr_weights(model, cfg.model.pretrained)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = build_train_loader(paths, mix=cfg.data.mix, batch_size=cfg.data.batch_size, backend=cfg.data.loader,
+                                threads=cfg.data.threads, seed=cfg.seed, rank=rank, world_size=world,
+                                rot_prob=cfg.data.rot_prob, skip_bad_images=cfg.data.skip_bad_images,
+                                device=device)
+    fits = FitsStore.from_static_fits(paths, loader.dataset_names, sizes=loader.dataset_sizes, device=device)
+
+    steps_per_epoch = max(1, cfg.optim.samples_per_epoch // (cfg.data.batch_size * world))
+    total_steps = cfg.max_steps or cfg.optim.epochs * steps_per_epoch
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+
+    start = 0
+    if resume:
+        ckpt = load_checkpoint(work_dir)
+        _unwrap(model).load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scheduler"] is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        fits.load_state_dict(ckpt["fits"])
+        set_rng_state(ckpt["rng"]["per_rank"][rank] if "per_rank" in ckpt["rng"] else ckpt["rng"])
+        start = int(ckpt["meta"]["step"])
+        if rank == 0:
+            print(f"spin_fast: resumed {work_dir} at step {start}", file=sys.stderr)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.model.compile:
+        net = torch.compile(net)
+    ctx = StepContext(
+        model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
+        loss_weights=cfg.loss.resolved(),
+        amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
+        channels_last=cfg.model.channels_last, flavor=cfg.smplify.flavor, sync_fits=make_fits_sync(fits, world))
+    if rank == 0:
+        (work_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=resume)
+
+    model.train()
+    it = loader.iter_from(start)
+    window_t, window_n, window_fit = time.perf_counter(), 0, 0.0
+    last = {}
+    for step in range(start + 1, total_steps + 1):
+        batch = next(it)
+        loss, logs = train_step(ctx, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        window_n += batch["img"].shape[0] * world
+        window_fit += logs["smplify_s"]
+        if step % cfg.log_every == 0 or step == total_steps:
+            # the one host sync of a logging step: turn the logged tensors into numbers
+            dt = time.perf_counter() - window_t
+            steps_in_window = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
+            last = {k: float(v) for k, v in logs.items() if k != "smplify_s"}
+            last.update(images_per_s=window_n / dt, smplify_ms=1000 * window_fit / max(steps_in_window, 1),
+                        lr=scheduler.get_last_lr()[0])
+            if not all(math.isfinite(last[k]) for k in ("loss",)):
+                raise FloatingPointError(f"training loss became non-finite at step {step}: {last}")
+            logger.log(step, last)
+            window_t, window_n, window_fit = time.perf_counter(), 0, 0.0
+        if step % cfg.ckpt_every == 0 or step == total_steps:
+            _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
+    logger.close()
+    if rank == 0 and (work_dir / "log.csv").is_file():
+        plot_loss_curve(work_dir / "log.csv", work_dir / "loss_curve.png")
+    if world > 1:
+        dist.barrier()
+    return {"step": total_steps, **last}
+
+
+def _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world):
+    """Rank 0 writes; every rank's RNG state goes in so a resumed multi-process run continues exactly."""
+    from spin_fast.train.checkpoint import rng_state
+
+    states = [rng_state()]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, states[0])
+        states = gathered
+        dist.barrier()
+    if rank == 0:
+        save_checkpoint(work_dir, step, model, optimizer, scheduler, fits, to_dict(cfg))
+        if world > 1:  # add every rank's RNG state (rewrites the same files atomically)
+            ckpt = load_checkpoint(work_dir)
+            ckpt["rng"] = {"per_rank": states}
+            from spin_fast.train.checkpoint import atomic_torch_save
+
+            atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / f"step_{step:07d}.pth")
+            atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / "latest.pth")
+    if world > 1:
+        dist.barrier()
+
+
+def config_from_checkpoint(work_dir: str | os.PathLike) -> TrainConfig:
+    return from_dict(load_checkpoint(work_dir)["meta"]["config"])

@@ -1,0 +1,87 @@
+"""SPIN's training losses as small pure functions (SPEC.md "Training").
+
+Weights come from `spin_fast.train.config.LOSS_PRESETS` ('mmhuman3d' default, 'spin' preset):
+    total = overall * ( w3d  * keypoints3d   criterion on 49 joints centred at the GT hip midpoint
+                      + w2d  * keypoints2d   criterion on normalised crop coordinates, conf-weighted
+                      + wv   * vertices      L1 to the fit's mesh, valid fits only
+                      + wp   * pose          MSE on rotation matrices, valid fits only
+                      + wb   * betas         MSE, valid fits only
+                      + wc   * camera        mean(exp(-10 s)^2) )
+Every function returns a scalar; a term whose mask selects no sample is 0 (not NaN).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from spin_fast.geometry import axis_angle_to_rotmat
+
+# smpl_49 GT hips (SPEC.md: the 24 GT joints start at 25; R hip = 25+2, L hip = 25+3)
+GT_RIGHT_HIP, GT_LEFT_HIP = 27, 28
+NUM_OPENPOSE = 25
+
+
+def _criterion(name: str):
+    if name == "smooth_l1":
+        return lambda a, b: F.smooth_l1_loss(a, b, reduction="none")
+    if name == "mse":
+        return lambda a, b: F.mse_loss(a, b, reduction="none")
+    raise ValueError(f"loss criterion must be 'smooth_l1' or 'mse', got {name!r}")
+
+
+def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d") -> torch.Tensor:
+    """Crop pixels -> [-1, 1]: 2x/(img_res - 1) - 1 (mmhuman3d) or 2x/img_res - 1 (SPIN)."""
+    denom = img_res - 1 if flavor == "mmhuman3d" else img_res
+    return 2.0 * xy / denom - 1.0
+
+
+def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int, criterion: str,
+                     openpose_weight: float = 1.0, flavor: str = "mmhuman3d") -> torch.Tensor:
+    """pred_px (B, 49, 2) projected crop pixels; gt_kp2d (B, 49, 3) crop pixels + confidence."""
+    conf = gt_kp2d[..., 2:3].clone()
+    conf[:, :NUM_OPENPOSE] *= openpose_weight
+    err = _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor), normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
+    return (conf * err).mean()
+
+
+def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: torch.Tensor,
+                     criterion: str) -> torch.Tensor:
+    """pred_joints (B, 49, 3); gt_kp3d (B, 49, 4) metres + confidence; has_3d (B,) bool.
+    Both centred at their own GT hip midpoint (joints 27, 28)."""
+    m = has_3d.bool()
+    if not m.any():
+        return pred_joints.sum() * 0.0
+    p, g = pred_joints[m], gt_kp3d[m]
+    conf = g[..., 3:4]
+    g = g[..., :3] - 0.5 * (g[:, GT_RIGHT_HIP, :3] + g[:, GT_LEFT_HIP, :3])[:, None]
+    p = p - 0.5 * (p[:, GT_RIGHT_HIP] + p[:, GT_LEFT_HIP])[:, None]
+    return (conf * _criterion(criterion)(p, g)).mean()
+
+
+def vertex_loss(pred_vertices: torch.Tensor, target_vertices: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L1 between meshes (B, V, 3) of the valid samples."""
+    m = valid.bool()
+    if not m.any():
+        return pred_vertices.sum() * 0.0
+    return F.l1_loss(pred_vertices[m], target_vertices[m])
+
+
+def smpl_param_losses(pred_rotmat: torch.Tensor, pred_betas: torch.Tensor, target_pose: torch.Tensor,
+                      target_betas: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE on rotation matrices (pred (B, 24, 3, 3) vs target axis-angle (B, 72)) and on betas."""
+    m = valid.bool()
+    if not m.any():
+        z = pred_rotmat.sum() * 0.0 + pred_betas.sum() * 0.0
+        return z, z
+    target_R = axis_angle_to_rotmat(target_pose[m].reshape(-1, 24, 3))
+    return F.mse_loss(pred_rotmat[m], target_R), F.mse_loss(pred_betas[m], target_betas[m])
+
+
+def camera_prior(pred_camera: torch.Tensor) -> torch.Tensor:
+    """mean(exp(-10 s)^2) over the weak-perspective scales s = pred_camera[:, 0]: keeps s positive."""
+    return torch.exp(-10.0 * pred_camera[:, 0]).pow(2).mean()
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: dict) -> torch.Tensor:
+    s = sum(weights[k] * terms[k] for k in ("keypoints3d", "keypoints2d", "vertices", "pose", "betas", "camera"))
+    return weights["overall"] * s

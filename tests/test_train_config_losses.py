@@ -1,0 +1,110 @@
+"""Training config (file + flags + validation), SPIN losses against hand-worked numbers, checkpoints."""
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from spin_fast.train import losses as L
+from spin_fast.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
+from spin_fast.train.config import ConfigError, build_config, from_dict, to_dict
+from spin_fast.train.__main__ import main as train_main
+
+
+# --- config ------------------------------------------------------------------------------------------
+def test_precedence_defaults_demo_file_flags(tmp_path):
+    cfg = build_config(overrides={"data.root": "/x"})
+    assert not cfg.demo and cfg.model.backbone == "resnet50" and cfg.optim.lr == 3e-5
+    demo = build_config(overrides={})
+    assert demo.demo and demo.model.backbone == "resnet18" and demo.max_steps == 40
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {root: /d, batch_size: 4, mix: {h36m: 1.0}}\noptim: {lr: 1.0e-4}\nsmplify: {flavor: mmhuman3d}\n")
+    cfg = build_config(str(f), {"optim.lr": "2e-4", "model.bf16": "false"})
+    assert cfg.data.batch_size == 4 and cfg.data.mix == {"h36m": 1.0} and cfg.optim.lr == 2e-4
+    assert cfg.model.bf16 is False and cfg.smplify.flavor == "mmhuman3d"
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"optim.lr": "fast"}, "'optim.lr' must be a number"),
+    ({"optim.lr": "-1"}, "'optim.lr' must be > 0"),
+    ({"data.batch_size": "2.5"}, "'data.batch_size' must be an integer"),
+    ({"model.backbone": "vgg"}, "'model.backbone' must be one of"),
+    ({"smplify.stage1_iters": "-3"}, "'smplify.stage1_iters' must be >= 0"),
+    ({"data.rot_prob": "1.5"}, "'data.rot_prob' must be in"),
+    ({"model.bf16": "maybe"}, "'model.bf16' must be true or false"),
+    ({"optim.learning_rate": "1"}, "unknown config key 'optim.learning_rate'"),
+])
+def test_bad_values_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config(overrides=overrides)
+
+
+def test_bad_file_and_cli_exit_code(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="not found"):
+        build_config(str(tmp_path / "missing.yaml"))
+    (tmp_path / "bad.yaml").write_text("optim: {lr: [1, 2}\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(str(tmp_path / "bad.yaml"))
+    (tmp_path / "unknown.yaml").write_text("optim: {lrr: 1}\n")
+    assert train_main(["--config", str(tmp_path / "unknown.yaml")]) == 2
+    assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
+
+
+# --- losses ------------------------------------------------------------------------------------------
+def test_camera_prior_and_param_losses_hand_worked():
+    cam = torch.tensor([[0.0, 1.0, 2.0], [0.1, 0.0, 0.0]])
+    assert math.isclose(L.camera_prior(cam).item(), (1.0 + math.exp(-2.0)) / 2, rel_tol=1e-6)
+    rot = torch.eye(3).expand(2, 24, 3, 3).clone()
+    target = torch.zeros(2, 72)
+    target[0, 3] = math.pi / 2  # joint 1 rotated 90 deg about x: R - I has entries 1,1,-1,-1 -> 4 squared units
+    betas = torch.tensor([[1.0] * 10, [0.0] * 10])
+    pose_l, beta_l = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), torch.tensor([True, False]))
+    assert math.isclose(pose_l.item(), 4.0 / (24 * 9), rel_tol=1e-5)
+    assert math.isclose(beta_l.item(), 1.0, rel_tol=1e-6)
+    z_pose, z_beta = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), torch.tensor([False, False]))
+    assert z_pose.item() == 0.0 and z_beta.item() == 0.0
+
+
+def test_keypoint_losses_hand_worked():
+    gt2d = torch.zeros(1, 49, 3)
+    gt2d[0, 30] = torch.tensor([100.0, 50.0, 1.0])
+    pred = gt2d[..., :2].clone()
+    pred[0, 30, 0] += 223.0 / 2  # +1.0 in mmhuman3d-normalised x
+    l2 = L.keypoints2d_loss(pred, gt2d, 224, "mse")
+    assert math.isclose(l2.item(), 1.0 / (49 * 2), rel_tol=1e-5)
+    gt3d = torch.zeros(1, 49, 4)
+    gt3d[0, :, 3] = 1.0
+    gt3d[0, 27, :3] = torch.tensor([-0.1, 0.0, 0.0])
+    gt3d[0, 28, :3] = torch.tensor([0.1, 0.0, 0.0])
+    pred3d = gt3d[..., :3] + torch.tensor([5.0, -2.0, 1.0])  # a pure translation: 0 after hip centring
+    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([True]), "smooth_l1").item() < 1e-12
+    pred3d[0, 0, 1] += 0.5  # smooth L1 of 0.5 = 0.5 * 0.25
+    assert math.isclose(L.keypoints3d_loss(pred3d, gt3d, torch.tensor([True]), "smooth_l1").item(),
+                        0.125 / (49 * 3), rel_tol=1e-5)
+    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([False]), "smooth_l1").item() == 0.0
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+def test_rng_state_round_trip_through_weights_only_file(tmp_path):
+    torch.manual_seed(3), np.random.seed(4), random.seed(5)
+    atomic_torch_save({"rng": rng_state()}, tmp_path / "r.pth")
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(torch.load(tmp_path / "r.pth", weights_only=True)["rng"])
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_torch_save({"x": torch.ones(2)}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"x": Boom()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
