@@ -1,0 +1,66 @@
+"""Ratio tables from pytest-benchmark JSON: `python benches/ratio.py FILE.json [...] [--markdown]`.
+
+Within each benchmark group the reference row (name containing `ref`, `smplx` or `torch`) is compared
+with every other row: ratio = reference mean / row mean (> 1: ours is faster). With --markdown it
+prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date).
+Save a run with `python -m pytest benches --benchmark-only --benchmark-json=benches/results/NAME.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REFERENCE_MARKERS = ("smplx", "ref", "torch")
+
+
+def device_name(machine_info: dict) -> str:
+    gpu = machine_info.get("gpu") or machine_info.get("cuda_device")
+    if gpu:
+        return str(gpu)
+    cpu = machine_info.get("cpu", {})
+    return f"CPU {cpu.get('brand_raw', machine_info.get('processor', '?'))} ({cpu.get('count', '?')} cores)"
+
+
+def is_reference(name: str) -> bool:
+    return any(m in name.lower() for m in REFERENCE_MARKERS)
+
+
+def rows(path: Path):
+    data = json.loads(path.read_text())
+    device = device_name(data.get("machine_info", {}))
+    date = data.get("datetime", "")[:10]
+    groups = defaultdict(list)
+    for b in data["benchmarks"]:
+        groups[b.get("group") or b["name"]].append(b)
+    for group, benches in sorted(groups.items()):
+        refs = [b for b in benches if is_reference(b["name"])]
+        for ref in refs:
+            for b in benches:
+                if b is ref or is_reference(b["name"]):
+                    continue
+                r, o = ref["stats"]["mean"], b["stats"]["mean"]
+                yield group, ref["name"], b["name"], r, o, r / o, device, date
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    if args.markdown:
+        print("| group | reference | ours | reference ms | ours ms | ratio | device | date |")
+        print("|---|---|---|---|---|---|---|---|")
+    for f in args.files:
+        for group, rn, on, r, o, ratio, device, date in rows(f):
+            if args.markdown:
+                print(f"| {group} | {rn} | {on} | {1e3 * r:.3f} | {1e3 * o:.3f} | {ratio:.1f}x | {device} | {date} |")
+            else:
+                print(f"{group:28s} {on:50s} {1e3 * o:10.3f} ms vs {rn} {1e3 * r:10.3f} ms  ratio {ratio:7.2f}x  [{device}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
