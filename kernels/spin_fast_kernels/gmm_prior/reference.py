@@ -38,9 +38,10 @@ def gmm_constants(
     D = means64.shape[-1]
     precisions = torch.linalg.inv(covars64)
     precisions = 0.5 * (precisions + precisions.transpose(-1, -2))  # exact symmetry for the gradient
-    sign, logdet = torch.linalg.slogdet(covars64)
-    if not bool((sign > 0).all()):
+    # det > 0 alone would accept e.g. -I in even dimensions: ask Cholesky for definiteness.
+    if bool((torch.linalg.cholesky_ex(covars64).info != 0).any()):
         raise ValueError("every covariance must be positive definite")
+    sign, logdet = torch.linalg.slogdet(covars64)
     nll = -torch.log(weights64) + 0.5 * D * math.log(2.0 * math.pi) + 0.5 * logdet
     if shift == "spin":
         nll = nll - 0.5 * logdet.min()
