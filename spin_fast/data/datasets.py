@@ -1,0 +1,108 @@
+"""Dataset registry: which HumanData file, image folder and static fits each SPIN dataset uses.
+
+Paths follow the mmhuman3d layout under a data root (see `spin_fast.config.AssetPaths`):
+
+    preprocessed_datasets/<ann_file>.npz      HumanData annotations
+    datasets/<image_folder>/<image_path>      images (image_path as stored in the npz)
+    static_fits/<fits>_fits.npy               (N, 82) SMPLify fits, same order as the npz
+
+Mix ratios (fraction of each training batch drawn from each dataset):
+
+| dataset       | mmhuman3d | SPIN original            |
+|---------------|-----------|--------------------------|
+| h36m          | 0.35      | 0.30                     |
+| mpi_inf_3dhp  | 0.15      | 0.10                     |
+| lsp           | 0.10      | 0.60 * size / in-the-wild |
+| lspet         | 0.10      | 0.60 * size / in-the-wild |
+| mpii          | 0.10      | 0.60 * size / in-the-wild |
+| coco          | 0.20      | 0.60 * size / in-the-wild |
+
+("in-the-wild" = the summed sizes of lsp, lspet, mpii and coco.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from spin_fast.config import AssetPaths
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the registry.
+
+    name:         short name used in configs and for the mix ('h36m').
+    ann_file:     HumanData file stem under preprocessed_datasets/ ('h36m_mosh_train').
+    image_folder: folder under datasets/ that image paths are relative to ('h36m').
+    fits:         static fits stem under static_fits/ ('h36m'), None for test sets.
+    split:        'train' or 'test'.
+    """
+
+    name: str
+    ann_file: str
+    image_folder: str
+    fits: str | None
+    split: str
+
+    def npz_path(self, paths: AssetPaths):
+        return paths.preprocessed(self.ann_file)
+
+    def image_root(self, paths: AssetPaths):
+        return paths.images(self.image_folder)
+
+    def fits_path(self, paths: AssetPaths):
+        return None if self.fits is None else paths.static_fits(self.fits)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in [
+        DatasetSpec("h36m", "h36m_mosh_train", "h36m", "h36m", "train"),
+        DatasetSpec("mpi_inf_3dhp", "spin_mpi_inf_3dhp_train", "mpi_inf_3dhp", "mpi_inf_3dhp", "train"),
+        DatasetSpec("lsp", "spin_lsp_train", "lsp", "lsp", "train"),
+        DatasetSpec("lspet", "spin_lspet_train", "lspet", "lspet", "train"),
+        DatasetSpec("mpii", "spin_mpii_train", "mpii", "mpii", "train"),
+        DatasetSpec("coco", "spin_coco_2014_train", "coco", "coco", "train"),
+        DatasetSpec("pw3d", "spin_pw3d_test", "pw3d", None, "test"),
+    ]
+}
+TRAIN_DATASETS: tuple[str, ...] = ("h36m", "mpi_inf_3dhp", "lsp", "lspet", "mpii", "coco")
+TEST_DATASETS: tuple[str, ...] = ("pw3d",)
+
+MIX_PRESETS = ("mmhuman3d", "spin")
+_MMHUMAN3D_RATIOS = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
+_SPIN_FIXED = {"h36m": 0.3, "mpi_inf_3dhp": 0.1}
+_SPIN_IN_THE_WILD = ("lsp", "lspet", "mpii", "coco")
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+
+
+def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
+               sizes: Sequence[int] | None = None) -> list[float]:
+    """Sampling ratios of `names` (in that order) for a mix preset, normalised to sum to 1.
+
+    The 'spin' preset splits 0.6 over lsp/lspet/mpii/coco by dataset size, so it needs `sizes`
+    (same order as `names`). Datasets dropped from `names` drop out and the rest is renormalised.
+    """
+    names = list(names)
+    for n in names:
+        get_dataset(n)
+    if preset == "mmhuman3d":
+        raw = [_MMHUMAN3D_RATIOS.get(n, 0.0) for n in names]
+    elif preset == "spin":
+        if sizes is None or len(sizes) != len(names):
+            raise ValueError("the 'spin' mix preset needs one size a dataset (sizes=...)")
+        wild = sum(s for n, s in zip(names, sizes) if n in _SPIN_IN_THE_WILD)
+        raw = [_SPIN_FIXED[n] if n in _SPIN_FIXED
+               else (0.6 * s / wild if n in _SPIN_IN_THE_WILD and wild > 0 else 0.0)
+               for n, s in zip(names, sizes)]
+    else:
+        raise ValueError(f"unknown mix preset {preset!r}; known: {MIX_PRESETS}")
+    total = sum(raw)
+    if total <= 0:
+        raise ValueError(f"mix preset {preset!r} gives no weight to any of {names}")
+    return [r / total for r in raw]
