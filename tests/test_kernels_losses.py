@@ -383,3 +383,49 @@ def test_import_does_not_touch_the_triton_driver():
     assert res.returncode == 0, res.stderr
     # 1/2 |(1,1,1,1)|^2 + D/2 log 2 pi  (one component, weight 1, Sigma = I: the 'spin' shift is 0)
     assert float(res.stdout.split()[-1]) == pytest.approx(2.0 + 2.0 * math.log(2 * math.pi), rel=1e-6)
+
+
+AOT_CHECK = r"""
+import json, sys
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from spin_fast_kernels.gmm_prior import kernel as gk
+from spin_fast_kernels.reprojection import kernel as rk
+
+def signature(fn, fp):
+    return {p.name: "constexpr" if p.is_constexpr else "*i32" if p.name == "argmin_ptr"
+            else f"*{fp}" if p.name.endswith("_ptr") else "i32" for p in fn.params}
+
+jobs = []
+for fp, acc in (("fp32", tl.float32), ("fp64", tl.float64)):
+    jobs.append((gk._gmm_prior_forward_kernel, fp, dict(STORE_GRAD=True, IS_FP64=fp == "fp64", BLOCK_B=16,
+                                                         BLOCK_K=16, BLOCK_N=32)))
+    jobs.append((gk._gmm_prior_backward_kernel, fp, dict(BLOCK_B=16, BLOCK_D=128)))
+    for spin in (True, False):
+        c = dict(SPIN=spin, ROBUST=True, REDUCE_SUM=spin, HAS_CENTER=spin, ACC=acc, BLOCK_B=8, BLOCK_J=64)
+        jobs += [(rk._reprojection_forward_kernel, fp, c), (rk._reprojection_backward_kernel, fp, c)]
+shared = {}
+for fn, fp, consts in jobs:
+    k = triton.compile(ASTSource(fn, signature(fn, fp), consts), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4})
+    flavor = {True: "-spin", False: "-mmhuman3d"}.get(consts.get("SPIN"), "")
+    shared[f"{fn.fn.__name__}-{fp}{flavor}"] = k.metadata.shared
+print(json.dumps(shared))
+"""
+
+
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """The interpreter never compiles: build every kernel for an H100 (sm_90) with Triton's bundled
+    ptxas, as a launch there would. Shared memory must fit an SM (a whole 128 x 128 fp64 precision
+    tile once needed 313 kB)."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    res = subprocess.run([sys.executable, "-c", AOT_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import json
+
+    shared = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(shared) == 12
+    assert max(shared.values()) < 64 * 1024, shared
