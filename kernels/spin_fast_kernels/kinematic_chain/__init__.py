@@ -1,1 +1,45 @@
-"""kinematic_chain op."""
+"""kinematic_chain op: Rodrigues (axis-angle -> rotation matrices) and SMPL forward kinematics.
+
+`rodrigues(axis_angle)` and `kinematic_chain(rotmats, rest_joints, parents)` run the Triton kernels
+when `_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and the torch
+references `rodrigues_torch` / `kinematic_chain_torch` otherwise. Both Triton paths have
+hand-written backward kernels (to the axis-angle; to rotmats and rest_joints).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .._dispatch import use_triton
+from .reference import kinematic_chain_torch, rodrigues_torch
+
+__all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_torch"]
+
+
+def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
+    """axis_angle (..., 3) -> rotation matrices (..., 3, 3), smplx's eps convention."""
+    from .function import check_rodrigues_args  # imports triton (not its driver): deferred to the call
+
+    check_rodrigues_args(axis_angle)
+    if use_triton(axis_angle):
+        from .function import rodrigues_triton
+
+        return rodrigues_triton(axis_angle)
+    return rodrigues_torch(axis_angle)
+
+
+def kinematic_chain(
+    rotmats: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rotmats (B, J, 3, 3) local rotations; rest_joints (B, J, 3); parents: J ints with
+    0 <= parents[i] < i (parents[0] ignored, -1 by convention).
+    Returns posed_joints (B, J, 3) and transforms (B, J, 3, 4) relative to the rest pose."""
+    from .function import check_chain_args
+
+    parents = check_chain_args(rotmats, rest_joints, parents)
+    if use_triton(rotmats, rest_joints):
+        from .function import kinematic_chain_triton
+
+        return kinematic_chain_triton(rotmats, rest_joints, parents)
+    return kinematic_chain_torch(rotmats, rest_joints, parents)
