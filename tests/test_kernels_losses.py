@@ -365,6 +365,23 @@ def test_reprojection_reference_gradcheck(flavor):
         (joints, t))
 
 
+def test_double_backward_is_refused(triton_backend, gmm64):
+    """The hand-written backwards are once-differentiable: differentiating the gradient again (here
+    through a differentiable upstream gradient) must raise instead of returning a silent zero.
+    (With a constant upstream the returned gradient simply does not require grad.)"""
+    consts = [c.float() for c in gmm64]
+    pose = gmm_poses(2, gmm64, "cpu", seed=2).float().requires_grad_(True)
+    w = torch.ones(2, requires_grad=True)
+    (g,) = torch.autograd.grad(gmm_prior(pose, *consts), pose, grad_outputs=w, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        g.sum().backward()
+    joints, t, kp, conf, _ = (x.float() for x in reprojection_inputs(2, "cpu"))
+    joints.requires_grad_(True)
+    (g,) = torch.autograd.grad(reprojection_loss(joints, t, kp, conf), joints, grad_outputs=w, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        g.sum().backward()
+
+
 def test_import_does_not_touch_the_triton_driver():
     """Without the interpreter on a CPU-only machine, import and CPU calls must still work."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SPIN_FAST_BACKEND")}

@@ -6,9 +6,9 @@ needs a gradient, so the backward is one scale by the upstream gradient. The pri
 """
 from __future__ import annotations
 
-
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 
 from .kernel import _gmm_prior_backward_kernel, _gmm_prior_forward_kernel
 
@@ -98,6 +98,7 @@ class GMMPriorFunction(torch.autograd.Function):
         return out, argmin
 
     @staticmethod
+    @once_differentiable  # no second derivative: raise if one is asked for instead of a silent zero
     def backward(ctx, grad_out, _grad_argmin):
         grad_pose = None
         if ctx.needs_input_grad[0]:

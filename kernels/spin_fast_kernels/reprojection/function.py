@@ -14,6 +14,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from .kernel import _reprojection_backward_kernel, _reprojection_forward_kernel
 from .reference import check_args
@@ -127,6 +128,7 @@ class ReprojectionLossFunction(torch.autograd.Function):
         return reprojection_forward(launch, joints3d, translation, keypoints2d, confidence, center)
 
     @staticmethod
+    @once_differentiable  # no second derivative: raise if one is asked for instead of a silent zero
     def backward(ctx, grad_out):
         grad_joints, grad_t = reprojection_backward(ctx.launch, grad_out, *ctx.saved_tensors)
         gj = grad_joints.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
