@@ -23,7 +23,9 @@ from spin_fast_kernels.gmm_prior.function import gmm_prior_triton
 from spin_fast_kernels.reprojection import gmof, project_points, reprojection_loss, reprojection_loss_torch
 
 HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+# Triton-path tests run where the kernels can: under the interpreter on CPU (TRITON_INTERPRET is set
+# by tests/conftest.py only without CUDA), compiled on the GPU (and at full batch size) with one.
+DEV = "cuda" if HAS_CUDA else "cpu"
 ODD_BATCHES = [1, 3, 17]
 
 
@@ -80,8 +82,8 @@ def run_gmm(fn, pose, consts, upstream):
     return out.detach(), pose.grad
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_gmm_prior_fp32_matches_reference(triton_backend, gmm64, device):
+def test_gmm_prior_fp32_matches_reference(triton_backend, gmm64):
+    device = DEV
     consts64 = [c.to(device) for c in gmm64]
     consts32 = [c.float() for c in consts64]
     for B in batches(device):
@@ -98,8 +100,8 @@ def test_gmm_prior_fp32_matches_reference(triton_backend, gmm64, device):
         assert torch.equal(argmin.long(), ref_argmin)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_gmm_prior_fp64_matches_reference(triton_backend, gmm64, device):
+def test_gmm_prior_fp64_matches_reference(triton_backend, gmm64):
+    device = DEV
     consts = [c.to(device) for c in gmm64]
     B = 17
     pose = gmm_poses(B, gmm64, device, seed=1)
@@ -112,32 +114,33 @@ def test_gmm_prior_fp64_matches_reference(triton_backend, gmm64, device):
 
 def test_gmm_prior_strided_pose_and_scalar_upstream(triton_backend, gmm64):
     """body_pose as a column slice of the full (B, 72) pose; loss.sum() gives a stride-0 upstream."""
-    consts = [c.float() for c in gmm64]
-    full = torch.cat([torch.zeros(3, 3, dtype=torch.float64), gmm_poses(3, gmm64, "cpu", seed=5)], dim=1).float()
+    consts = [c.float().to(DEV) for c in gmm64]
+    full = torch.cat([torch.zeros(3, 3, dtype=torch.float64, device=DEV), gmm_poses(3, gmm64, DEV, seed=5)],
+                     dim=1).float()
     outs = []
     for fn in (gmm_prior_torch, gmm_prior):
         x = full.clone().requires_grad_(True)
         fn(x[:, 3:], *consts).sum().mul(3.0).backward()
         outs.append(x.grad)
-    assert torch.equal(outs[1][:, :3], torch.zeros(3, 3))
+    assert torch.equal(outs[1][:, :3], torch.zeros_like(outs[1][:, :3]))
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5 * outs[0].abs().max().item())
 
 
 def test_gmm_prior_no_grad_and_empty_batch(triton_backend, gmm64):
-    consts = [c.float() for c in gmm64]
-    pose = gmm_poses(3, gmm64, "cpu", seed=7).float()
+    consts = [c.float().to(DEV) for c in gmm64]
+    pose = gmm_poses(3, gmm64, DEV, seed=7).float()
     with torch.no_grad():
         torch.testing.assert_close(gmm_prior(pose, *consts), gmm_prior_torch(pose, *consts), rtol=1e-5, atol=1e-3)
     assert gmm_prior(pose[:0], *consts).shape == (0,)
 
 
 def test_gmm_prior_bad_inputs(triton_backend, gmm64):
-    means, precisions, nll = (c.float() for c in gmm64)
-    pose = torch.zeros(2, 69)
+    means, precisions, nll = (c.float().to(DEV) for c in gmm64)
+    pose = torch.zeros(2, 69, device=DEV)
     with pytest.raises(ValueError, match="pose must be"):
         gmm_prior(pose[0], means, precisions, nll)
     with pytest.raises(ValueError, match="means must be"):
-        gmm_prior(torch.zeros(2, 72), means, precisions, nll)
+        gmm_prior(torch.zeros(2, 72, device=DEV), means, precisions, nll)
     with pytest.raises(ValueError, match="precisions must be"):
         gmm_prior(pose, means, precisions[:, :68], nll)
     with pytest.raises(ValueError, match="nll_weights must be"):
@@ -234,9 +237,9 @@ FLAVOR_SIGMA = [("spin", 100.0), ("spin", math.inf), ("mmhuman3d", 100.0), ("mmh
 
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 @pytest.mark.parametrize("flavor,sigma", FLAVOR_SIGMA, ids=[f"{f}-sigma{s}" for f, s in FLAVOR_SIGMA])
-@pytest.mark.parametrize("device", DEVICES)
-def test_reprojection_loss_fp32_matches_reference(triton_backend, device, flavor, sigma, reduction):
+def test_reprojection_loss_fp32_matches_reference(triton_backend, flavor, sigma, reduction):
     """mmhuman3d with sigma 0.05 puts e^2 = (2r/224)^2 on both sides of sigma, as sigma 100 px does in SPIN."""
+    device = DEV
     kw = dict(flavor=flavor, sigma=sigma, reduction=reduction)
     for B in batches(device):
         inputs = reprojection_inputs(B, device, seed=B)
@@ -254,8 +257,8 @@ def test_reprojection_loss_fp32_matches_reference(triton_backend, device, flavor
 
 @pytest.mark.parametrize("flavor", ["spin", "mmhuman3d"])
 def test_reprojection_loss_fp64_default_center_and_img_size(triton_backend, flavor):
-    joints, t, kp, conf, _ = reprojection_inputs(3, "cpu", seed=4)
-    upstream = torch.randn(3, 49, dtype=torch.float64)
+    joints, t, kp, conf, _ = reprojection_inputs(3, DEV, seed=4)
+    upstream = torch.randn(3, 49, dtype=torch.float64, device=DEV)
     kw = dict(flavor=flavor, img_size=223, reduction="none", sigma=0.5 if flavor == "mmhuman3d" else 100.0)
     res = []
     for fn in (reprojection_loss_torch, reprojection_loss):
@@ -269,7 +272,7 @@ def test_reprojection_loss_fp64_default_center_and_img_size(triton_backend, flav
 
 def test_reprojection_loss_strided_views(triton_backend):
     """Keypoints and confidence as views of one (B, J, 3) array, joints3d a transposed view."""
-    joints, t, kp, conf, center = reprojection_inputs(3, "cpu", seed=6)
+    joints, t, kp, conf, center = reprojection_inputs(3, DEV, seed=6)
     kp_conf = torch.cat([kp, conf[..., None]], dim=-1).float()
     joints_t = joints.float().transpose(1, 2).contiguous()  # (B, 3, J) storage
     grads = []
@@ -283,7 +286,7 @@ def test_reprojection_loss_strided_views(triton_backend):
 
 
 def test_reprojection_loss_bad_inputs(triton_backend):
-    joints, t, kp, conf, center = (x.float() for x in reprojection_inputs(2, "cpu"))
+    joints, t, kp, conf, center = (x.float() for x in reprojection_inputs(2, DEV))
     with pytest.raises(ValueError, match="joints3d must be"):
         reprojection_loss(joints[..., :2], t, kp, conf)
     with pytest.raises(ValueError, match="translation must be"):
@@ -369,13 +372,13 @@ def test_double_backward_is_refused(triton_backend, gmm64):
     """The hand-written backwards are once-differentiable: differentiating the gradient again (here
     through a differentiable upstream gradient) must raise instead of returning a silent zero.
     (With a constant upstream the returned gradient simply does not require grad.)"""
-    consts = [c.float() for c in gmm64]
-    pose = gmm_poses(2, gmm64, "cpu", seed=2).float().requires_grad_(True)
-    w = torch.ones(2, requires_grad=True)
+    consts = [c.float().to(DEV) for c in gmm64]
+    pose = gmm_poses(2, gmm64, DEV, seed=2).float().requires_grad_(True)
+    w = torch.ones(2, device=DEV, requires_grad=True)
     (g,) = torch.autograd.grad(gmm_prior(pose, *consts), pose, grad_outputs=w, create_graph=True)
     with pytest.raises(RuntimeError, match="twice"):
         g.sum().backward()
-    joints, t, kp, conf, _ = (x.float() for x in reprojection_inputs(2, "cpu"))
+    joints, t, kp, conf, _ = (x.float() for x in reprojection_inputs(2, DEV))
     joints.requires_grad_(True)
     (g,) = torch.autograd.grad(reprojection_loss(joints, t, kp, conf), joints, grad_outputs=w, create_graph=True)
     with pytest.raises(RuntimeError, match="twice"):
