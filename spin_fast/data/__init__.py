@@ -1,2 +1,101 @@
-"""Data: HumanData reading, mixed sampling, augmentation, and the DALI / reference loaders."""
+"""Data: HumanData files, mixed sampling, augmentation, and two loaders that give the same batches.
+
+Modules: `humandata` (mmhuman3d .npz reader/writer), `datasets` (registry: files and mix ratios),
+`sampler` (fixed-ratio mixed sampling, sharded by rank), `augment` (SPIN's augmentation and the crop
+affine), `batch` (per-step plans, labels, image checks), `dali_loader` (NVIDIA DALI, GPU or CPU
+operators), `reference_loader` (torch DataLoader + PIL), `synth` (rendered synthetic datasets),
+`check` (validate a data root). CLI: `python -m spin_fast.data {check,synth} ...`.
+
+The batch (one dict, the same from both loaders; B = this rank's batch size):
+
+| key           | shape, dtype           | meaning                                                        |
+|---------------|------------------------|----------------------------------------------------------------|
+| img           | (B, 3, 224, 224) f32   | RGB crop, noise applied, (x - ImageNet mean) / std             |
+| keypoints2d   | (B, 49, 3) f32         | SPIN joints in crop pixels (x, y, conf), flip-permuted         |
+| keypoints3d   | (B, 49, 4) f32         | metres (x, y, z, conf), rotated about camera z, flipped        |
+| pose          | (B, 72) f32            | SMPL axis-angle (global orient rotated, flip_pose'd)           |
+| betas         | (B, 10) f32            | SMPL shape                                                     |
+| has_smpl      | (B,) bool              | pose / betas are ground truth                                  |
+| gender        | (B,) int64             | 0 male, 1 female, -1 unknown / neutral                         |
+| dataset_id    | (B,) int64             | position in `loader.dataset_names`                             |
+| sample_index  | (B,) int64             | index inside its dataset (keys the fits table)                 |
+| flip          | (B,) bool              | mirrored                                                       |
+| rot_deg       | (B,) f32               | in-plane rotation, counter-clockwise on screen                 |
+| scale         | (B,) f32               | crop side multiplier (1 at test time)                          |
+| noise         | (B, 3) f32             | per-channel pixel multipliers                                  |
+| center        | (B, 2) f32             | bbox centre, image pixels                                      |
+| bbox_side     | (B,) f32               | max(w, h) of the bbox, image pixels                            |
+| crop_matrix   | (B, 2, 3) f32          | image pixels -> crop pixels (the warp actually applied)        |
+| image_path    | list of B str          | the image files                                                |
+
+Tensors are on the loader's `device`. With `skip_bad_images` a batch may be shorter than B.
+"""
+from __future__ import annotations
+
 from spin_fast.data.humandata import HumanData, HumanDataError, write_humandata  # noqa: F401
+from spin_fast.data.batch import ImageError  # noqa: F401
+
+BACKENDS = ("auto", "dali", "reference")
+
+
+class Loader:
+    """A training or evaluation loader: `iter_from(step)` yields batch dicts (see module docstring)."""
+
+    def __init__(self, sources, impl, sampler=None):
+        self.sources, self.impl, self.sampler = sources, impl, sampler
+        self.dataset_names = sources.names
+        self.dataset_sizes = sources.sizes
+        self.backend = "dali" if type(impl).__name__ == "DaliLoader" else "reference"
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.impl.skipped
+
+    def iter_from(self, step: int = 0):
+        return self.impl.iter_from(step)
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+
+def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, device, num_steps, seed):
+    from spin_fast.data.dali_loader import DaliLoader, dali_available
+    from spin_fast.data.reference_loader import ReferenceLoader
+
+    if backend not in BACKENDS:
+        raise ValueError(f"loader backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "dali" or (backend == "auto" and dali_available()):
+        return DaliLoader(sources, planner, batch_size, threads=threads, skip_bad_images=skip_bad_images,
+                          device=device, num_steps=num_steps, seed=seed)
+    return ReferenceLoader(sources, planner, threads=threads, skip_bad_images=skip_bad_images, device=device,
+                           num_steps=num_steps)
+
+
+def build_train_loader(paths, mix: dict[str, float], batch_size: int, backend: str = "auto", threads: int = 2,
+                       seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
+                       skip_bad_images: bool = False, device=None) -> Loader:
+    """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped), from
+    the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed."""
+    from spin_fast.data.batch import Sources, TrainPlanner
+    from spin_fast.data.sampler import MixedSampler
+
+    names = [n for n, r in mix.items() if r > 0]
+    if not names:
+        raise ValueError(f"data.mix gives no dataset a positive ratio: {mix}")
+    sources = Sources.from_registry(paths, names)
+    sampler = MixedSampler(sources.sizes, [mix[n] for n in names], batch_size, seed=seed, rank=rank,
+                           world_size=world_size)
+    planner = TrainPlanner(sources, sampler, rot_prob)
+    return Loader(sources, _impl(backend, sources, planner, batch_size, threads, skip_bad_images, device, None, seed),
+                  sampler)
+
+
+def build_eval_loader(paths, name: str = "pw3d", batch_size: int = 32, backend: str = "auto", threads: int = 2,
+                      device=None) -> Loader:
+    """The test set `name` in order, without augmentation (last batch may be short)."""
+    from spin_fast.data.batch import EvalPlanner, Sources
+
+    sources = Sources.from_registry(paths, [name])
+    planner = EvalPlanner(sources, batch_size)
+    return Loader(sources, _impl(backend, sources, planner, batch_size, threads, False, device,
+                                 planner.num_steps(), 0))

@@ -1,0 +1,163 @@
+"""Training augmentation (SPEC.md "Augmentation"): parameters, the crop affine, and the labels.
+
+Both loaders (DALI and the reference) take the same `AugParams`, build the same 2x3 matrix with
+`crop_matrix`, warp the image once with it (bilinear) and move the labels with `augment_labels`.
+
+Conventions (checked against SPIN's `crop`/`transform`/`rot_aa`/`flip_*`, and by a test that renders a
+body, crops it and checks its keypoints land on it):
+  * pixel coordinates: pixel (i, j) is the point x = j, y = i (centres on integers), y down; the
+    bbox centre maps to (112, 112) and a side of `scale * max(w, h)` pixels to 224.
+  * rotation rot_deg > 0 turns the image content counter-clockwise as seen on screen (SPIN's
+    imrotate); in y-down pixel coordinates points move by R(-rot_deg), R(a) = [[cos a, -sin a],
+    [sin a, cos a]]. The 3D joints and the global orient turn by -rot_deg about the camera z axis
+    (`geometry.rotate_points_z`, `geometry.rotate_global_orient`), so their projection turns with the
+    image.
+  * flip (after the rotation, as SPIN): the crop is mirrored, u -> 223 - u (pixel columns reversed),
+    the 49 joints are permuted with SPIN_49_FLIP, 3D x -> -x, the SMPL pose with `flip_pose`.
+  * pixel noise: per channel, value * U[0.6, 1.4], saturating at 255, applied to the warped uint8 crop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spin_fast.constants import IMAGENET_MEAN, IMAGENET_STD, IMG_RES, SPIN_49_FLIP
+from spin_fast.geometry import flip_pose, rotate_global_orient, rotate_points_z
+
+NOISE_FACTOR = 0.4   # pixel noise U[1 - f, 1 + f]
+ROT_FACTOR = 30.0    # rotation N(0, 30 deg) clipped to +-60
+SCALE_FACTOR = 0.25  # scale N(1, 0.25) clipped to [0.75, 1.25]
+FLIP_PROB = 0.5
+ROT_PROB = 0.6       # mmhuman3d; SPIN 0.4
+
+
+@dataclass
+class AugParams:
+    """Per-sample augmentation parameters (all length B numpy arrays)."""
+
+    noise: np.ndarray    # (B, 3) float32 per-channel multipliers
+    flip: np.ndarray     # (B,) bool
+    scale: np.ndarray    # (B,) float32 crop side multiplier
+    rot_deg: np.ndarray  # (B,) float32 counter-clockwise image rotation, degrees
+
+    def __len__(self):
+        return len(self.flip)
+
+    def select(self, idx) -> "AugParams":
+        return AugParams(self.noise[idx], self.flip[idx], self.scale[idx], self.rot_deg[idx])
+
+    @staticmethod
+    def identity(n: int) -> "AugParams":
+        """Test time: the same warp without augmentation."""
+        return AugParams(np.ones((n, 3), np.float32), np.zeros(n, bool), np.ones(n, np.float32),
+                         np.zeros(n, np.float32))
+
+
+def sample_aug_params(rng: np.random.Generator, n: int, rot_prob: float = ROT_PROB) -> AugParams:
+    """SPIN's augm_params for n samples: flip p=0.5, noise U[0.6, 1.4]^3,
+    rot clip(N(0, 30), +-60) kept with probability rot_prob, scale clip(N(1, 0.25), 0.75, 1.25)."""
+    if not 0.0 <= rot_prob <= 1.0:
+        raise ValueError(f"rot_prob must be in [0, 1], got {rot_prob}")
+    flip = rng.uniform(size=n) < FLIP_PROB
+    noise = rng.uniform(1 - NOISE_FACTOR, 1 + NOISE_FACTOR, size=(n, 3))
+    rot = np.clip(rng.normal(size=n) * ROT_FACTOR, -2 * ROT_FACTOR, 2 * ROT_FACTOR)
+    rot = np.where(rng.uniform(size=n) < rot_prob, rot, 0.0)
+    scale = np.clip(1 + rng.normal(size=n) * SCALE_FACTOR, 1 - SCALE_FACTOR, 1 + SCALE_FACTOR)
+    return AugParams(noise.astype(np.float32), flip, scale.astype(np.float32), rot.astype(np.float32))
+
+
+# --- the crop affine --------------------------------------------------------------------------------
+def crop_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: int = IMG_RES) -> np.ndarray:
+    """Image pixels -> crop pixels, (B, 2, 3) float64: centre -> (res/2, res/2), side * scale -> res,
+    rotation by rot_deg (counter-clockwise on screen), then the mirror u -> res - 1 - u if flip."""
+    center = np.asarray(center, np.float64).reshape(-1, 2)
+    side = np.asarray(side, np.float64).reshape(-1)
+    s = res / (side * params.scale.astype(np.float64))
+    a = np.deg2rad(params.rot_deg.astype(np.float64))
+    c, sn = np.cos(a), np.sin(a)
+    # R(-rot) in y-down pixel coordinates = [[c, s], [-s, c]]
+    A = np.stack([np.stack([c, sn], -1), np.stack([-sn, c], -1)], -2) * s[:, None, None]  # (B, 2, 2)
+    t = res / 2.0 - np.einsum("bij,bj->bi", A, center)
+    M = np.concatenate([A, t[:, :, None]], -1)
+    flip = params.flip.astype(bool)
+    M[flip, 0, :] *= -1
+    M[flip, 0, 2] += res - 1
+    return M
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """(B, 2, 3) -> its inverse (B, 2, 3)."""
+    A, t = M[:, :, :2], M[:, :, 2]
+    Ai = np.linalg.inv(A)
+    return np.concatenate([Ai, -np.einsum("bij,bj->bi", Ai, t)[:, :, None]], -1)
+
+
+def to_half_pixel(M: np.ndarray) -> np.ndarray:
+    """Affine in integer-centred pixel coordinates -> the same map in the half-pixel-centred
+    coordinates DALI and PIL sample in (pixel (i, j) covers [j, j+1) x [i, i+1)): x' = x + 0.5."""
+    M = M.copy()
+    M[:, :, 2] += 0.5 - 0.5 * M[:, :, :2].sum(-1)
+    return M
+
+
+def sampling_roi(M_inv: np.ndarray, res: int = IMG_RES, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (x0, y0) and (x1, y1) (B, 2) of the image region the crop samples (bounding box of
+    the crop's corners through the inverse map, plus a margin for the bilinear footprint)."""
+    corners = np.array([[0, 0, 1], [res - 1, 0, 1], [0, res - 1, 1], [res - 1, res - 1, 1]], np.float64)
+    pts = np.einsum("bij,kj->bki", M_inv, corners)
+    lo = np.floor(pts.min(1)).astype(np.int64) - margin
+    hi = np.ceil(pts.max(1)).astype(np.int64) + margin + 1
+    return lo, hi
+
+
+# --- labels -----------------------------------------------------------------------------------------
+def transform_keypoints2d(kp: np.ndarray, M: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Image keypoints (B, J, 3) (x, y, conf) -> crop pixels through M (B, 2, 3) (which already
+    mirrors x when flip); flipped samples also get the left/right permutation SPIN_49_FLIP."""
+    out = kp.astype(np.float32, copy=True)
+    out[..., :2] = np.einsum("bij,bkj->bki", M[:, :, :2], kp[..., :2]) + M[:, None, :, 2]
+    flip = np.asarray(flip, bool)
+    if flip.any():
+        out[flip] = out[flip][:, SPIN_49_FLIP]
+    return out
+
+
+def augment_labels(kp3d: torch.Tensor, pose: torch.Tensor, flip: torch.Tensor, rot_deg: torch.Tensor):
+    """Rotate then flip the 3D joints (B, 49, 4) and SMPL pose (B, 72) like the image.
+
+    Samples with rot_deg == 0 keep their values bit for bit (no axis-angle round trip), as in
+    `spin_fast.smplify.fits.reaugment`."""
+    rot_deg = rot_deg.to(pose.dtype)
+    rotated = rot_deg != 0
+    if rotated.any():
+        xyz = torch.where(rotated[:, None, None], rotate_points_z(kp3d[..., :3], rot_deg), kp3d[..., :3])
+        kp3d = torch.cat([xyz, kp3d[..., 3:]], -1)
+        root = torch.where(rotated[:, None], rotate_global_orient(pose[:, :3], rot_deg), pose[:, :3])
+        pose = torch.cat([root, pose[:, 3:]], 1)
+    flip = flip.bool()
+    if flip.any():
+        f3 = kp3d[:, SPIN_49_FLIP].clone()
+        f3[..., 0] = -f3[..., 0]
+        kp3d = torch.where(flip[:, None, None], f3, kp3d)
+        pose = torch.where(flip[:, None], flip_pose(pose), pose)
+    return kp3d, pose
+
+
+# --- pixels (the reference's numpy path; DALI does the same with its operators) --------------------
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32)
+_STD = np.asarray(IMAGENET_STD, np.float32)
+
+
+def noise_and_normalize(crop: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """uint8 crop (H, W, 3) RGB -> float32 (3, H, W): min(255, value * noise) then ImageNet mean/std."""
+    x = np.minimum(crop.astype(np.float32) * noise.astype(np.float32), 255.0)
+    return ((x - _MEAN) / _STD).transpose(2, 0, 1).copy()
+
+
+def denormalize(img: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) normalised -> (B, H, W, 3) float 0-255, for looking at crops."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype, device=img.device)
+    std = torch.tensor(IMAGENET_STD, dtype=img.dtype, device=img.device)
+    return img.permute(0, 2, 3, 1) * std + mean
