@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from spin_fast.constants import SMPL_PARENTS
+from spin_fast_kernels.joints_only import fold_regressor, joints_only, joints_only_torch
+from spin_fast_kernels.joints_only.function import joints_only_triton
 from spin_fast_kernels.kinematic_chain import kinematic_chain, kinematic_chain_torch, rodrigues, rodrigues_torch
 
 HAS_CUDA = torch.cuda.is_available()
@@ -245,3 +247,130 @@ def test_import_does_not_touch_the_triton_driver():
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.split()[-1]) == pytest.approx(6.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# a small SMPL-format model (V vertices, <= 4 bones a vertex) shared by joints_only and skinning
+
+
+def small_model(V=300, S=10, J=6, seed=0):
+    """float64 v_template (V,3), shapedirs (V,3,S), posedirs (V,3,207), weights (V,24) and a
+    (J, V) regressor whose first half are one-hot landmark rows, the rest 8-vertex averages."""
+    g = gen(seed)
+    weights = torch.zeros(V, 24, dtype=torch.float64)
+    for v in range(V):
+        bones = torch.randperm(24, generator=g)[: 1 + v % 4]
+        weights[v, bones] = torch.rand(len(bones), generator=g, dtype=torch.float64) + 0.1
+    weights /= weights.sum(1, keepdim=True)
+    reg = torch.zeros(J, V, dtype=torch.float64)
+    for j in range(J):
+        cols = torch.randperm(V, generator=g)[: 1 if j < J // 2 else 8]
+        reg[j, cols] = torch.rand(len(cols), generator=g, dtype=torch.float64) + 0.1
+    reg /= reg.sum(1, keepdim=True)
+    return dict(
+        v_template=0.3 * torch.randn(V, 3, generator=g, dtype=torch.float64),
+        shapedirs=0.02 * torch.randn(V, 3, S, generator=g, dtype=torch.float64),
+        posedirs=0.02 * torch.randn(V, 3, 207, generator=g, dtype=torch.float64),
+        lbs_weights=weights, regressor=reg)
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return small_model()
+
+
+def pose_inputs(B, device, S=10, seed=0):
+    """float64 betas (B, S), pose_feature (B, 207) from real rotations, transforms (B, 24, 3, 4)."""
+    g = gen(seed)
+    betas = torch.randn(B, S, generator=g, dtype=torch.float64)
+    R = rodrigues_torch(0.4 * torch.randn(B, 24, 3, generator=g, dtype=torch.float64))
+    pose_feature = (R[:, 1:] - torch.eye(3, dtype=torch.float64)).reshape(B, 207)
+    rest = 0.3 * torch.randn(B, 24, 3, generator=g, dtype=torch.float64)
+    _, transforms = kinematic_chain_torch(R, rest, SMPL_PARENTS)
+    return [t.to(device) for t in (betas, pose_feature, transforms)]
+
+
+# ---------------------------------------------------------------------------------------------
+# joints_only
+
+
+def folded(model, device, dtype=torch.float64, shuffle=False):
+    m = model
+    coeffs, bw, pj, pb = fold_regressor(m["regressor"], m["v_template"], m["shapedirs"], m["posedirs"],
+                                        m["lbs_weights"])
+    if shuffle:  # the kernels must not rely on the pairs being sorted by joint
+        order = torch.randperm(len(pj), generator=gen(99))
+        coeffs, bw, pj, pb = coeffs[order], bw[order], pj[order], pb[order]
+    return coeffs.to(device, dtype), bw.to(device, dtype), pj.to(device), pb.to(device)
+
+
+def test_folded_model_has_masked_pair_chunks(model64):
+    P = folded(model64, "cpu")[0].shape[0]
+    assert P > 32 and P % 32, f"pick a model whose {P} pairs span several partly-filled chunks"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_joints_only_fp32_matches_reference(triton_backend, model64, device):
+    consts = folded(model64, device)
+    J = model64["regressor"].shape[0]
+    for B in batches(device):
+        inputs = pose_inputs(B, device, seed=B)
+        up = torch.randn(B, J, 3, generator=gen(B + 1), dtype=torch.float64).to(device)
+        fn = lambda b, f, t, c, w: joints_only(b, f, t, c, w, consts[2], consts[3], J)  # noqa: E731
+        ref = lambda b, f, t, c, w: joints_only_torch(b, f, t, c, w, consts[2], consts[3], J)  # noqa: E731
+        compare_fp32(fn, ref, inputs + list(consts[:2]), [up], f"joints_only B={B}",
+                     grad_mask=[True, True, True, False, False])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("nsplit", [None, 1, 2])
+def test_joints_only_fp64_any_split_and_pair_order(triton_backend, model64, device, nsplit):
+    """nsplit: None = one pair chunk a program; 1 = one program walks them all; 2 = strided."""
+    coeffs, bw, pj, pb = folded(model64, device, shuffle=True)
+    J = model64["regressor"].shape[0]
+    B = 17
+    inputs = pose_inputs(B, device, seed=7)
+    up = torch.randn(B, J, 3, generator=gen(8), dtype=torch.float64).to(device)
+    fn = lambda b, f, t: joints_only_triton(b, f, t, coeffs, bw, pj, pb, J, nsplit=nsplit)  # noqa: E731
+    ref = lambda b, f, t: joints_only_torch(b, f, t, coeffs, bw, pj, pb, J)  # noqa: E731
+    compare_fp64(fn, ref, inputs, [up], f"joints_only nsplit={nsplit}")
+
+
+def test_joints_only_strided_inputs_and_empty(triton_backend, model64):
+    """pose_feature as a column slice, betas transposed-contiguous; no pairs / no joints give zeros."""
+    coeffs, bw, pj, pb = folded(model64, "cpu")
+    J = model64["regressor"].shape[0]
+    betas, pf, T = pose_inputs(3, "cpu", seed=4)
+    wide = torch.cat([torch.zeros(3, 5, dtype=torch.float64), pf], dim=1)
+    betas_t = betas.t().contiguous().t()
+    out = joints_only(betas_t, wide[:, 5:], T, coeffs, bw, pj, pb, J)
+    assert_close64(out, joints_only_torch(betas, pf, T, coeffs, bw, pj, pb, J), "strided")
+    assert torch.equal(joints_only(betas, pf, T, coeffs[:0], bw[:0], pj[:0], pb[:0], J), torch.zeros(3, J, 3,
+                       dtype=torch.float64))
+    assert joints_only(betas[:0], pf[:0], T[:0], coeffs, bw, pj, pb, J).shape == (0, J, 3)
+
+
+def test_joints_only_gradcheck_reference_and_kernel(triton_backend):
+    model = small_model(V=40, J=2, seed=3)
+    coeffs, bw, pj, pb = folded(model, "cpu")
+    betas, pf, T = (t.requires_grad_(True) for t in pose_inputs(2, "cpu", seed=5))
+    assert torch.autograd.gradcheck(lambda b, f, t: joints_only_torch(b, f, t, coeffs, bw, pj, pb, 2), (betas, pf, T))
+    assert torch.autograd.gradcheck(lambda b, f, t: joints_only(b, f, t, coeffs, bw, pj, pb, 2), (betas, pf, T),
+                                    fast_mode=True)
+
+
+def test_joints_only_bad_inputs(triton_backend, model64):
+    coeffs, bw, pj, pb = folded(model64, "cpu")
+    betas, pf, T = pose_inputs(2, "cpu")
+    with pytest.raises(ValueError, match=r"coeffs must be \(P, 3, 218\)"):
+        joints_only(betas, pf, T, coeffs[..., :-1], bw, pj, pb, 6)
+    with pytest.raises(ValueError, match="transforms must be"):
+        joints_only(betas, pf, T[..., :3], coeffs, bw, pj, pb, 6)
+    with pytest.raises(ValueError, match="bone_weight must be"):
+        joints_only(betas, pf, T, coeffs, bw[1:], pj, pb, 6)
+    with pytest.raises(ValueError, match="pair_joint must lie in"):
+        joints_only(betas, pf, T, coeffs, bw, pj, pb, 2)
+    with pytest.raises(TypeError, match="pair_bone must be int"):
+        joints_only(betas, pf, T, coeffs, bw, pj, pb.double(), 6)
+    with pytest.raises(ValueError, match="coeffs requires grad"):
+        joints_only(betas, pf, T, coeffs.clone().requires_grad_(True), bw, pj, pb, 6)
