@@ -153,3 +153,19 @@ def test_train_loader_on_synthetic_root(synth_root):
     b2 = next(d.iter_from(3))
     assert torch.equal(b["sample_index"], b2["sample_index"]) and torch.equal(b["keypoints2d"], b2["keypoints2d"])
     assert (denormalize(b["img"]) - denormalize(b2["img"])).abs().mean() < 2.0
+
+
+def test_check_cli_reports_missing_and_unreadable(synthetic_assets, tmp_path, capsys):
+    from spin_fast.data.__main__ import main
+
+    root = write_synthetic_datasets(tmp_path / "data", assets=synthetic_assets.root, per_dataset=2,
+                                    names=("lsp", "pw3d"))
+    assert main(["check", str(tmp_path), "--datasets", "lsp,pw3d", "--decode"]) == 0
+    (root.images("lsp") / "images" / "00001.jpg").unlink()
+    bad = root.images("pw3d") / "images" / "00000.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    root.static_fits("lsp").write_bytes(b"junk")
+    assert main(["check", str(root.root), "--datasets", "lsp,pw3d"]) == 1
+    out = capsys.readouterr().out
+    assert "missing: " + str(root.images("lsp") / "images" / "00001.jpg") in out
+    assert "unreadable: image " + str(bad) in out and "lsp_fits.npy" in out
