@@ -1,0 +1,130 @@
+"""SMPL ops, forward + backward: torch reference vs our Triton kernel (and smplx's whole model).
+
+Groups `<op>-B{64,1024}` for op in rodrigues, kinematic_chain, skinning, joints_only. Rows:
+`torch` (the op's reference in spin_fast_kernels, on the session device), `triton` (ours; CUDA
+only, skipped on CPU) and, for skinning and joints_only, `smplx` (smplx.SMPL's full
+forward+backward from (betas, body_pose, global_orient) to the vertices / the 45 joints: what the
+fused ops replace). Each step is forward, a fixed random upstream gradient, backward to every
+differentiable input, and a device sync. Model: the synthetic SMPL stand-in (6890 vertices).
+"""
+import pytest
+import smplx
+import torch
+from smplx.utils import Struct
+
+from spin_fast.body import BodyModel
+from spin_fast.body.io import load_smpl
+from spin_fast.constants import SMPL_PARENTS
+from spin_fast_kernels.joints_only.reference import joints_only_torch
+from spin_fast_kernels.kinematic_chain.reference import kinematic_chain_torch, rodrigues_torch
+from spin_fast_kernels.skinning.reference import skinning_torch
+
+from conftest import requires_cuda
+
+BATCHES = [64, 1024]
+JOINT_SET = "smpl_45"  # smplx.SMPL's own 45 joints: the same work on both sides
+
+
+@pytest.fixture(scope="module")
+def smpl(synthetic_assets):
+    return load_smpl(synthetic_assets.smpl("neutral"))
+
+
+@pytest.fixture(scope="module")
+def body(synthetic_assets):
+    return BodyModel.from_paths(synthetic_assets)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _inputs(op, B, body, device):
+    """Differentiable inputs of the op (float32) and the constant arguments after them."""
+    g = torch.Generator().manual_seed(B)
+    aa = 0.3 * torch.randn(B, 24, 3, generator=g)
+    R = rodrigues_torch(aa)
+    if op == "rodrigues":
+        return [aa], []
+    rest = body.J_template + torch.einsum("bs,jcs->bjc", 0.5 * torch.randn(B, 10, generator=g), body.J_shapedirs)
+    if op == "kinematic_chain":
+        return [R, rest], [SMPL_PARENTS]
+    betas = torch.randn(B, 10, generator=g)
+    pose_feature = (R[:, 1:] - torch.eye(3)).reshape(B, 207)
+    _, transforms = kinematic_chain_torch(R, rest, SMPL_PARENTS)
+    diff = [betas, pose_feature, transforms]
+    if op == "skinning":
+        return diff, [getattr(body, k) for k in ("v_template", "shapedirs", "posedirs", "lbs_weights")]
+    consts = [getattr(body, f"{JOINT_SET}_{k}") for k in ("coeffs", "bone_weight", "pair_joint", "pair_bone")]
+    return diff, consts + [body.joint_sets[JOINT_SET] - 24]
+
+
+def _op_fn(op, impl):
+    if impl == "torch":
+        return {"rodrigues": rodrigues_torch, "kinematic_chain": kinematic_chain_torch,
+                "skinning": skinning_torch, "joints_only": joints_only_torch}[op]
+    if op in ("rodrigues", "kinematic_chain"):
+        from spin_fast_kernels.kinematic_chain.function import kinematic_chain_triton, rodrigues_triton
+
+        return rodrigues_triton if op == "rodrigues" else kinematic_chain_triton
+    if op == "skinning":
+        from spin_fast_kernels.skinning.function import skinning_triton
+
+        return skinning_triton
+    from spin_fast_kernels.joints_only.function import joints_only_triton
+
+    return joints_only_triton
+
+
+def _smplx_step(smpl, op, B, device):
+    struct = Struct(**{k: smpl[k] for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
+                                            "kintree_table", "f")})
+    model = smplx.SMPL(model_path=None, data_struct=struct, batch_size=B).to(device)
+    g = torch.Generator().manual_seed(B)
+    args = [torch.randn(B, 10, generator=g), 0.3 * torch.randn(B, 69, generator=g), 0.3 * torch.randn(B, 3, generator=g)]
+    betas, body_pose, orient = (a.to(device).requires_grad_(True) for a in args)
+    out = "vertices" if op == "skinning" else "joints"
+    shape = (B, smpl["v_template"].shape[0], 3) if op == "skinning" else (B, 45, 3)
+    up = torch.randn(*shape, generator=g).to(device)
+
+    def step():
+        res = getattr(model(betas=betas, body_pose=body_pose, global_orient=orient), out)
+        (res * up).sum().backward()
+        _sync(device)
+
+    return step
+
+
+CASES = [(op, impl) for op in ("rodrigues", "kinematic_chain") for impl in ("torch", "triton")] + [
+    (op, impl) for op in ("skinning", "joints_only") for impl in ("smplx", "torch", "triton")]
+
+
+@pytest.mark.parametrize("B", BATCHES)
+@pytest.mark.parametrize("op,impl", [pytest.param(o, i, marks=[requires_cuda] if i == "triton" else [],
+                                                  id=f"{o}-{i}") for o, i in CASES])
+def test_smpl_op(benchmark, smpl, body, device, op, impl, B):
+    if impl == "triton":
+        device = torch.device("cuda")
+    if impl == "smplx":
+        step = _smplx_step(smpl, op, B, device)
+    else:
+        body_d = body.to(device)
+        diff, consts = _inputs(op, B, body_d, device)
+        diff = [t.to(device).requires_grad_(True) for t in diff]
+        fn = _op_fn(op, impl)
+        outs = fn(*diff, *consts)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        g = torch.Generator().manual_seed(B + 1)
+        ups = [torch.randn(o.shape, generator=g).to(device) for o in outs]
+
+        def step():
+            res = fn(*diff, *consts)
+            res = res if isinstance(res, tuple) else (res,)
+            sum((r * u).sum() for r, u in zip(res, ups)).backward()
+            _sync(device)
+
+    benchmark.group = f"{op}-B{B}"
+    benchmark.extra_info.update(op=op, batch=B, impl=impl, device=str(device), pass_="fwd+bwd")
+    heavy = B >= 1024 and device.type == "cpu" and op in ("skinning", "joints_only")
+    benchmark.pedantic(step, warmup_rounds=1, rounds=3 if heavy else 10, iterations=1)
