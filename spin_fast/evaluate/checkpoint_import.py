@@ -1,0 +1,114 @@
+"""Load HMR/SPIN weights from mmhuman3d, original SPIN and spin_fast checkpoints.
+
+Formats recognised (by content, not by file name):
+- mmhuman3d: `{'meta': ..., 'state_dict': {...}}` with `backbone.*` and `head.*` (plus
+  `body_model_train.*`, `body_model_test.*`, `disc.*`, which are ignored);
+- original SPIN `model_checkpoint.pt`: `{'model': {...}, ...}` with the same names unprefixed
+  (`conv1.weight`, `layer1.0.conv1.weight`, ..., `fc1.weight`, `decpose.bias`, `init_pose`);
+- spin_fast: `{'model': {...}}` with `backbone.*` / `head.*`, or a bare state_dict.
+A `module.` prefix (DistributedDataParallel) is stripped. Every backbone/head tensor of the target
+model must be supplied with the right shape, and no unknown backbone/head key may be left over;
+otherwise `CheckpointError` names the keys.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+
+import torch
+
+IGNORED_PREFIXES = ("body_model_train.", "body_model_test.", "body_model.", "disc.", "discriminator.")
+HEAD_NAMES = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_pose", "init_shape", "init_cam")
+BACKBONE_NAMES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> Mapping:
+    """torch.load with weights_only=True; a file that needs arbitrary unpickling is refused unless
+    `trust` (the user vouches for it: mmhuman3d `meta` may hold objects weights_only rejects)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trust:
+            raise CheckpointError(
+                f"{path}: cannot be read with torch.load(weights_only=True) ({str(err).splitlines()[0]}); "
+                "if you trust this file, pass --trust-checkpoint to load it with full unpickling") from err
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # zip/pickle corruption and the like
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+
+
+def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Return the HMR weights of a checkpoint with `backbone.` / `head.` prefixes."""
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{source}: expected a dict, got {type(ckpt).__name__}")
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
+        sd = ckpt["state_dict"]
+    elif "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        sd = ckpt["model"]
+    else:
+        sd = ckpt
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if key.startswith(IGNORED_PREFIXES) or key.startswith(("avgpool", "fc.")):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: entry {key!r} is a {type(value).__name__}, expected a tensor")
+        if key.startswith(("backbone.", "head.")):
+            out[key] = value
+        elif key.startswith(BACKBONE_NAMES):
+            out["backbone." + key] = value
+        elif key.startswith(HEAD_NAMES):
+            out["head." + key] = value
+        else:
+            raise CheckpointError(f"{source}: unexpected key {key!r} (neither backbone, head nor an ignored part)")
+    if not out:
+        raise CheckpointError(f"{source}: no backbone/head weights found")
+    return out
+
+
+def load_hmr_weights(model: torch.nn.Module, ckpt: Mapping | str | os.PathLike, trust: bool = False) -> None:
+    """Load every backbone/head tensor of `model` from `ckpt`; refuse missing, extra or mis-shaped keys."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    source = os.fspath(ckpt) if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"
+    if isinstance(ckpt, (str, os.PathLike)):
+        ckpt = read_checkpoint(ckpt, trust=trust)
+    sd = extract_state_dict(ckpt, source)
+    expected = model.state_dict()
+    wanted = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(k for k in wanted if k not in sd)
+    unexpected = sorted(k for k in sd if k not in expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:8])}"
+                         f"{' ...' if len(unexpected) > 8 else ''}")
+        raise CheckpointError(f"{source}: " + "; ".join(parts))
+    bad = [f"{k} {tuple(sd[k].shape)} (model expects {tuple(v.shape)})" for k, v in expected.items()
+           if k in sd and sd[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{source}: mis-shaped key(s): " + "; ".join(bad))
+    model.load_state_dict({k: sd.get(k, v) for k, v in expected.items()}, strict=True)
+
+
+def infer_backbone(ckpt: Mapping, source: str = "checkpoint") -> str:
+    """'resnet50' or 'resnet18' from the weights (bottleneck blocks have conv3, ResNet-50 has layer3.5)."""
+    sd = extract_state_dict(ckpt, source)
+    if "backbone.layer1.0.conv3.weight" in sd and "backbone.layer3.5.conv1.weight" in sd:
+        return "resnet50"
+    if "backbone.layer1.0.conv2.weight" in sd and "backbone.layer1.2.conv1.weight" not in sd:
+        return "resnet18"
+    raise CheckpointError(f"{source}: backbone is neither ResNet-50 nor ResNet-18 "
+                          f"(first keys: {', '.join(list(sd)[:4])})")
