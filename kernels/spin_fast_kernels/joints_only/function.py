@@ -125,9 +125,8 @@ class JointsOnlyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, betas, pose_feature, transforms, coeffs, bone_weight, pair_joint, pair_bone, num_joints,
                 nsplit):
-        dtype = torch.promote_types(torch.promote_types(betas.dtype, pose_feature.dtype), transforms.dtype)
-        if dtype not in (torch.float32, torch.float64):
-            dtype = torch.float32  # half inputs are computed in float32
+        out_dtype = torch.promote_types(torch.promote_types(betas.dtype, pose_feature.dtype), transforms.dtype)
+        dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32  # half: fp32 math
         B, NB = transforms.shape[:2]
         x_b = betas.to(dtype)
         x_f = pose_feature.to(dtype)
@@ -138,7 +137,7 @@ class JointsOnlyFunction(torch.autograd.Function):
         ctx.save_for_backward(x_b, x_f, trans, *consts)
         ctx.in_dtypes = (betas.dtype, pose_feature.dtype, transforms.dtype)
         ctx.nsplit = nsplit
-        return out.to(dtype)
+        return out.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

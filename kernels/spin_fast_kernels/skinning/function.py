@@ -115,9 +115,8 @@ def skinning_backward(betas, pf, trans, vt, sd, pd, w, grad_out, nsplit: int | N
 class SkinningFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, betas, pose_feature, transforms, v_template, shapedirs, posedirs, lbs_weights, nsplit):
-        dtype = torch.promote_types(torch.promote_types(betas.dtype, pose_feature.dtype), transforms.dtype)
-        if dtype not in (torch.float32, torch.float64):
-            dtype = torch.float32  # half inputs are computed in float32
+        out_dtype = torch.promote_types(torch.promote_types(betas.dtype, pose_feature.dtype), transforms.dtype)
+        dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32  # half: fp32 math
         B, NB = transforms.shape[:2]
         x_b = betas.to(dtype)
         x_f = pose_feature.to(dtype)
@@ -127,7 +126,7 @@ class SkinningFunction(torch.autograd.Function):
         ctx.save_for_backward(x_b, x_f, trans, *model)
         ctx.in_dtypes = (betas.dtype, pose_feature.dtype, transforms.dtype)
         ctx.nsplit = nsplit
-        return out
+        return out.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -99,7 +99,7 @@ def _skinning_forward_kernel(
     PRECISION: tl.constexpr,  # tl.dot input precision ("ieee": no TF32)
 ):
     # axis 0 = body blocks: programs launched together share the same model tile (L2 reuse)
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # B V 3 may pass 2^31
     vv = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
     row_ok = rows < B
     v_ok = vv < V
@@ -155,7 +155,7 @@ def _skinning_backward_vertex_kernel(
     BLOCK_NB: tl.constexpr,  # next power of two >= NB
     PRECISION: tl.constexpr,  # tl.dot input precision
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # B V 3 may pass 2^31
     split = tl.program_id(1)
     row_ok = rows < B
     nb = tl.arange(0, BLOCK_NB)
@@ -246,7 +246,7 @@ def _skinning_backward_x_kernel(
     BLOCK_KC: tl.constexpr,  # x columns a program (>= 16)
     PRECISION: tl.constexpr,  # tl.dot input precision
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # B V 3 may pass 2^31
     kk = tl.program_id(1) * BLOCK_KC + tl.arange(0, BLOCK_KC)
     split = tl.program_id(2)
     row_ok = rows < B
