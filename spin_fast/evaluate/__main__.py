@@ -1,0 +1,99 @@
+"""`python -m spin_fast.evaluate --checkpoint CKPT [--data-root DIR] [--dataset pw3d] [--batch-size N]
+[--bf16] [--channels-last] [--out results.json]`: 3DPW MPJPE / PA-MPJPE / PVE (mm) and images/s.
+
+Without --data-root (or $SPIN_FAST_DATA_ROOT) it evaluates on the synthetic 3DPW-format split,
+rendered on first use. `--mean-pose` instead of `--checkpoint` scores the mean-parameter baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from spin_fast.evaluate.runner import (Bodies, evaluate, hmr_predictor, load_model, mean_pose_predictor,
+                                       write_json_atomic)
+
+PUBLISHED = {"mmhuman3d SPIN": {"mpjpe": 94.11, "pa_mpjpe": 57.54}, "SPIN paper": {"pa_mpjpe": 59.2},
+             "HMR init (mmhuman3d)": {"mpjpe": 112.34, "pa_mpjpe": 67.53}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m spin_fast.evaluate", description=__doc__.split("\n\n")[0])
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="HMR weights: mmhuman3d .pth, SPIN model_checkpoint.pt or spin_fast")
+    what.add_argument("--mean-pose", action="store_true", help="score the mean pose/shape baseline (no network)")
+    ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
+    ap.add_argument("--dataset", default="pw3d", help="test set of the registry (default pw3d)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--backbone", choices=("resnet50", "resnet18"), help="default: read from the checkpoint")
+    ap.add_argument("--bf16", action="store_true", help="network under bf16 autocast (SMPL and metrics stay fp32)")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--loader", default="auto", choices=("auto", "dali", "reference"))
+    ap.add_argument("--threads", type=int, default=2, help="loader threads")
+    ap.add_argument("--device", help="default: cuda if available, else cpu")
+    ap.add_argument("--trust-checkpoint", action="store_true",
+                    help="allow full unpickling of a checkpoint that weights_only=True refuses")
+    ap.add_argument("--out", help="write the results as JSON here (atomically)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    from spin_fast.config import default_device, resolve_data_root
+    from spin_fast.data import build_eval_loader
+    from spin_fast.data.datasets import get_dataset
+
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
+    spec = get_dataset(args.dataset)
+    if spec.split != "test":
+        raise SystemExit(f"--dataset {args.dataset} is a training set; evaluate a test set (e.g. pw3d)")
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
+    device = torch.device(args.device) if args.device else default_device()
+
+    paths = resolve_data_root(args.data_root)
+    synthetic = args.data_root is None and not os.environ.get("SPIN_FAST_DATA_ROOT")
+    if synthetic:
+        from spin_fast.data.synth import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(paths.root, announce=True)
+    bodies = Bodies.from_paths(paths, device)
+    amp = torch.bfloat16 if args.bf16 else None
+    if args.mean_pose:
+        predict, backbone = mean_pose_predictor(paths.mean_params), None
+    else:
+        model = load_model(args.checkpoint, paths.mean_params, args.backbone, trust=args.trust_checkpoint,
+                           device=device)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        predict, backbone = hmr_predictor(model, amp, args.channels_last), model.backbone.arch
+    loader = build_eval_loader(paths, args.dataset, batch_size=args.batch_size, backend=args.loader,
+                               threads=args.threads, device=device)
+    result = evaluate(predict, loader, bodies, device=device)
+
+    report = {
+        "dataset": args.dataset, "data_root": str(paths.root), "synthetic": synthetic,
+        "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None,
+        "mean_pose": args.mean_pose, "backbone": backbone, "batch_size": args.batch_size, "bf16": args.bf16,
+        "channels_last": args.channels_last, "device": str(device), "loader": loader.backend,
+        "torch": torch.__version__, **{k: v for k, v in result.summary().items()},
+        "units": {"mpjpe": "mm", "pa_mpjpe": "mm", "pve": "mm"}, "published_3dpw": PUBLISHED,
+    }
+    print(f"{args.dataset}: {result.num_samples} samples  MPJPE {result.mpjpe:.2f} mm  "
+          f"PA-MPJPE {result.pa_mpjpe:.2f} mm  PVE {result.pve:.2f} mm  "
+          f"{result.images_per_s:.1f} images/s ({device}, {'bf16' if args.bf16 else 'fp32'}"
+          f"{', channels_last' if args.channels_last else ''})" + ("  [synthetic data]" if synthetic else ""))
+    if args.out:
+        write_json_atomic(report, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+if __name__ == "__main__":
+    main()
