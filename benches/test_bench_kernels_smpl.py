@@ -40,18 +40,21 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _inputs(op, B, body, device):
-    """Differentiable inputs of the op (float32) and the constant arguments after them."""
+def _inputs(op, B, body):
+    """Differentiable inputs of the op (float32, on the body model's device) and the constant
+    arguments after them."""
+    dev = body.J_template.device
     g = torch.Generator().manual_seed(B)
-    aa = 0.3 * torch.randn(B, 24, 3, generator=g)
+    aa = (0.3 * torch.randn(B, 24, 3, generator=g)).to(dev)
     R = rodrigues_torch(aa)
     if op == "rodrigues":
         return [aa], []
-    rest = body.J_template + torch.einsum("bs,jcs->bjc", 0.5 * torch.randn(B, 10, generator=g), body.J_shapedirs)
+    shape = (0.5 * torch.randn(B, 10, generator=g)).to(dev)
+    rest = body.J_template + torch.einsum("bs,jcs->bjc", shape, body.J_shapedirs)
     if op == "kinematic_chain":
         return [R, rest], [SMPL_PARENTS]
-    betas = torch.randn(B, 10, generator=g)
-    pose_feature = (R[:, 1:] - torch.eye(3)).reshape(B, 207)
+    betas = torch.randn(B, 10, generator=g).to(dev)
+    pose_feature = (R[:, 1:] - torch.eye(3, device=dev)).reshape(B, 207)
     _, transforms = kinematic_chain_torch(R, rest, SMPL_PARENTS)
     diff = [betas, pose_feature, transforms]
     if op == "skinning":
@@ -109,9 +112,8 @@ def test_smpl_op(benchmark, smpl, body, device, op, impl, B):
     if impl == "smplx":
         step = _smplx_step(smpl, op, B, device)
     else:
-        body_d = body.to(device)
-        diff, consts = _inputs(op, B, body_d, device)
-        diff = [t.to(device).requires_grad_(True) for t in diff]
+        diff, consts = _inputs(op, B, body.to(device))  # Module.to: in place, a no-op once there
+        diff = [t.detach().requires_grad_(True) for t in diff]
         fn = _op_fn(op, impl)
         outs = fn(*diff, *consts)
         outs = outs if isinstance(outs, tuple) else (outs,)
