@@ -1,0 +1,186 @@
+"""`python -m spin_fast.demo --checkpoint CKPT --images DIR --out DIR [--bboxes FILE] [--data-root DIR]`
+
+For each image: crop the person (bbox centre -> crop centre, max(w, h) -> 224 px, the test-time
+warp), run HMR, pose the neutral SMPL with the prediction, and write `<out>/<stem>.png` = the mesh
+drawn over the image | a side view (the mesh turned 90 degrees about its vertical axis), plus
+`<out>/predictions.json` (bbox, camera, betas, axis-angle pose per image). Files are written atomically.
+
+Camera: the network's weak-perspective [s, tx, ty] becomes the crop-space translation
+[tx, ty, 2 f / (224 s)] with f = 5000 at crop centre (112, 112); the crop is the image scaled by
+224 / side about the bbox centre, so in image pixels the same camera has focal 5000 side / 224 and
+principal point at the bbox centre.
+
+--bboxes: JSON {"<file name>": [x, y, w, h], ...} in image pixels (HumanData's bbox_xywh without
+the confidence); images without an entry use the whole image.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spin_fast.constants import FOCAL_LENGTH, IMG_RES
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MESH_COLOR = (0.65, 0.74, 0.86)
+ALPHA = 0.85
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_bboxes(path: str | os.PathLike, image_names: list[str]) -> dict[str, np.ndarray]:
+    """JSON {name: [x, y, w, h]} -> {name: (4,) float64}; names must be among `image_names`."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"--bboxes {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--bboxes {path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise SystemExit(f"--bboxes {path}: expected a JSON object {{file name: [x, y, w, h]}}")
+    out = {}
+    for name, box in raw.items():
+        if name not in image_names:
+            raise SystemExit(f"--bboxes {path}: {name!r} is not an image in --images")
+        arr = np.asarray(box, dtype=np.float64).reshape(-1)[:4] if isinstance(box, list) else np.zeros(0)
+        if arr.shape != (4,) or not np.all(np.isfinite(arr)) or arr[2] <= 0 or arr[3] <= 0:
+            raise SystemExit(f"--bboxes {path}: {name!r} has {box!r}, expected [x, y, w, h] with w, h > 0")
+        out[name] = arr
+    return out
+
+
+def crop_person(image: np.ndarray, bbox_xywh: np.ndarray):
+    """(H, W, 3) uint8 and [x, y, w, h] -> (normalised crop (3, 224, 224) float32, centre (2,), side)."""
+    from spin_fast.data.augment import AugParams, crop_matrix, invert_affine, noise_and_normalize, to_half_pixel
+    from PIL import Image
+
+    x, y, w, h = bbox_xywh
+    center = np.array([x + w / 2, y + h / 2])
+    side = float(max(w, h))
+    M = crop_matrix(center[None], np.array([side]), AugParams.identity(1))
+    inv = to_half_pixel(invert_affine(M))[0]
+    crop = Image.fromarray(image).transform((IMG_RES, IMG_RES), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
+                                            resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    return noise_and_normalize(np.asarray(crop), np.ones(3, np.float32)), center, side
+
+
+def image_camera(center, side: float) -> tuple[float, np.ndarray]:
+    """(focal, principal point) in image pixels of the crop camera (f = 5000 at (112, 112)) of the
+    crop with this bbox centre and side (see the module docstring)."""
+    return FOCAL_LENGTH * side / IMG_RES, np.asarray(center, np.float64)
+
+
+def draw(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, cam_t: np.ndarray, center, side: float,
+         render=None) -> np.ndarray:
+    """The mesh (SMPL frame, metres) at crop translation cam_t over `image`, beside its side view."""
+    if render is None:
+        from spin_fast.render import render_mesh as render
+    H, W = image.shape[:2]
+    focal, center = image_camera(center, side)
+    colors = np.tile(np.asarray(MESH_COLOR), (len(faces), 1))
+    v = vertices + cam_t[None]
+    front, mask, _ = render(v, faces, colors, focal, center, W, H, background=image)
+    overlay = image.copy()
+    overlay[mask] = np.round(ALPHA * front[mask] + (1 - ALPHA) * image[mask]).astype(np.uint8)
+    # side view: turn the body 90 degrees about the vertical (y) axis through its centre
+    c = v.mean(0)
+    Ry = np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]])
+    side_v = (v - c) @ Ry.T + c
+    white = np.full_like(image, 255)
+    side_img, _, _ = render(side_v, faces, colors, focal, center, W, H, background=white)
+    return np.concatenate([overlay, side_img], axis=1)
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise SystemExit(f"--images {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise SystemExit(f"--images {folder}: no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m spin_fast.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="HMR weights (mmhuman3d, SPIN or spin_fast)")
+    ap.add_argument("--images", required=True, help="folder of .jpg/.png images")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--bboxes", help='JSON {"file name": [x, y, w, h]}; default: the whole image')
+    ap.add_argument("--data-root", help="SMPL assets (default: $SPIN_FAST_DATA_ROOT, else the synthetic stand-in)")
+    ap.add_argument("--backbone", choices=("resnet50", "resnet18"), help="default: read from the checkpoint")
+    ap.add_argument("--device", help="default: cuda if available, else cpu")
+    ap.add_argument("--trust-checkpoint", action="store_true")
+    return ap
+
+
+@torch.no_grad()
+def main(argv=None) -> list[Path]:
+    args = build_parser().parse_args(argv)
+    from spin_fast.body import BodyModel
+    from spin_fast.config import default_device, resolve_data_root
+    from spin_fast.data.batch import ImageError, decode_image
+    from spin_fast.evaluate.runner import load_model
+    from spin_fast.geometry import rotmat_to_axis_angle, weak_perspective_to_translation
+
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
+    files = list_images(Path(args.images))
+    bboxes = read_bboxes(args.bboxes, [f.name for f in files]) if args.bboxes else {}
+    device = torch.device(args.device) if args.device else default_device()
+    paths = resolve_data_root(args.data_root)
+    body = BodyModel.from_paths(paths).to(device)
+    faces = body.faces.cpu().numpy()
+    model = load_model(args.checkpoint, paths.mean_params, args.backbone, trust=args.trust_checkpoint, device=device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from PIL import Image
+
+    written, predictions = [], {}
+    for f in files:
+        try:
+            image = decode_image(f)
+        except ImageError as e:
+            raise SystemExit(str(e)) from None
+        H, W = image.shape[:2]
+        bbox = bboxes.get(f.name, np.array([0.0, 0.0, W, H]))
+        crop, center, side = crop_person(image, bbox)
+        out = model(torch.from_numpy(crop)[None].to(device))
+        rotmat, betas, cam = out.rotmat.float(), out.betas.float(), out.cam.float()
+        mesh = body(betas, rotmat[:, 1:], rotmat[:, :1], joint_set="smpl_24")
+        cam_t = weak_perspective_to_translation(cam)[0].cpu().numpy().astype(np.float64)
+        canvas = draw(image, mesh.vertices[0].cpu().numpy().astype(np.float64), faces, cam_t, center, side)
+        buf = io.BytesIO()
+        Image.fromarray(canvas).save(buf, format="PNG")
+        target = out_dir / f"{f.stem}.png"
+        _atomic_write(target, buf.getvalue())
+        written.append(target)
+        predictions[f.name] = {
+            "bbox_xywh": [float(b) for b in bbox], "cam": cam[0].tolist(), "cam_t_crop": cam_t.tolist(),
+            "betas": betas[0].tolist(), "pose_axis_angle": rotmat_to_axis_angle(rotmat[0]).reshape(72).tolist()}
+        print(f"{f.name} -> {target}", file=sys.stderr)
+    _atomic_write(out_dir / "predictions.json", (json.dumps(predictions, indent=1) + "\n").encode())
+    return written
+
+
+if __name__ == "__main__":
+    main()
