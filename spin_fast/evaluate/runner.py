@@ -83,9 +83,9 @@ def hmr_predictor(model: torch.nn.Module, amp_dtype: torch.dtype | None = None,
 
 def mean_pose_predictor(mean_params) -> Predictor:
     """Ignores the image: every prediction is the mean pose and shape (smpl_mean_params)."""
-    from spin_fast.model.hmr import _mean_params
+    from spin_fast.model.hmr import read_mean_params
 
-    mp = _mean_params(mean_params)
+    mp = read_mean_params(mean_params)
     rotmat = rot6d_to_rotmat(torch.from_numpy(mp["pose"]).reshape(24, 6))
     betas = torch.from_numpy(mp["shape"])
 

@@ -50,7 +50,8 @@ class HMROutput(NamedTuple):
         return self.cam
 
 
-def _mean_params(mean_params) -> dict[str, np.ndarray]:
+def read_mean_params(mean_params) -> dict[str, np.ndarray]:
+    """smpl_mean_params as float32 arrays pose (144,), shape (10,), cam (3,) from a path, a dict or None."""
     if mean_params is None:
         # Identity rotations, mean shape 0, SPIN-like camera: only for tests and quick runs.
         pose = np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), 24)
@@ -79,7 +80,7 @@ class HMRHead(nn.Module):
     def __init__(self, feat_dim: int, mean_params=None, n_iter: int = 3):
         super().__init__()
         self.n_iter = n_iter
-        mp = _mean_params(mean_params)
+        mp = read_mean_params(mean_params)
         self.register_buffer("init_pose", torch.from_numpy(mp["pose"]).reshape(1, NPOSE))
         self.register_buffer("init_shape", torch.from_numpy(mp["shape"]).reshape(1, NSHAPE))
         self.register_buffer("init_cam", torch.from_numpy(mp["cam"]).reshape(1, NCAM))
