@@ -85,7 +85,8 @@ def _smplx_step(smpl, op, B, device):
                                             "kintree_table", "f")})
     model = smplx.SMPL(model_path=None, data_struct=struct, batch_size=B).to(device)
     g = torch.Generator().manual_seed(B)
-    args = [torch.randn(B, 10, generator=g), 0.3 * torch.randn(B, 69, generator=g), 0.3 * torch.randn(B, 3, generator=g)]
+    args = [torch.randn(B, 10, generator=g), 0.3 * torch.randn(B, 69, generator=g),
+            0.3 * torch.randn(B, 3, generator=g)]
     betas, body_pose, orient = (a.to(device).requires_grad_(True) for a in args)
     out = "vertices" if op == "skinning" else "joints"
     shape = (B, smpl["v_template"].shape[0], 3) if op == "skinning" else (B, 45, 3)

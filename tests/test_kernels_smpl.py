@@ -35,6 +35,16 @@ def batches(device, extra=()):
     return ODD_BATCHES + list(extra) + ([1024] if device == "cuda" else [])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tests run thousands of tiny ops (gradcheck, the interpreter): on a shared 2-core machine
+    OpenMP's spinning threads turned 1 s into 80 s under load. One thread; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def triton_backend(monkeypatch):
     monkeypatch.setenv("SPIN_FAST_BACKEND", "triton")
@@ -521,7 +531,7 @@ cases = [
 ]
 for fn, (signature, cst), warps in cases:
     k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=cst), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": 2})
+                       options={"num_warps": warps, "num_stages": 1 if "chain" in fn.__name__ else 2})
     assert k.metadata.shared <= 232448, (fn.__name__, k.metadata.shared)  # H100: 227 KiB a block
     print("ok", fn.__name__, k.metadata.shared)
 '''

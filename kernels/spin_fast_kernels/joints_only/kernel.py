@@ -99,12 +99,13 @@ def _joints_only_forward_kernel(
         # bone transforms gathered a pair: (BLOCK_B, BLOCK_P) tiles
         t_ptr = trans_ptr + rows[:, None] * (NB * 12) + bone[None, :] * 12
         t_ok = row_ok[:, None] & p_ok[None, :]
+        bwb = bw[None, :]
         px = (tl.load(t_ptr + 0, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 1, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 2, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 3, mask=t_ok, other=0.0) * bw[None, :])
+              + tl.load(t_ptr + 2, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 3, mask=t_ok, other=0.0) * bwb)
         py = (tl.load(t_ptr + 4, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 5, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 7, mask=t_ok, other=0.0) * bw[None, :])
+              + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 7, mask=t_ok, other=0.0) * bwb)
         pz = (tl.load(t_ptr + 8, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 9, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 11, mask=t_ok, other=0.0) * bw[None, :])
+              + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 11, mask=t_ok, other=0.0) * bwb)
         # sum the pairs into their joints: (BLOCK_B, BLOCK_P) @ onehot (BLOCK_P, BLOCK_J)
         onehot = tl.where(p_ok[:, None] & (joint[:, None] == jj[None, :]), 1.0, 0.0).to(acc_t)
         out_x += tl.dot(px, onehot, input_precision=PRECISION, out_dtype=acc_t)

@@ -21,6 +21,10 @@ from .kernel import (
 RODRIGUES_BLOCK = 128  # rotations a program, one a lane (4 warps)
 CHAIN_WARPS = 1
 CHAIN_BLOCK_B = 32 * CHAIN_WARPS  # one body a thread: no lane is replicated across threads
+# No software pipelining of the chain loops: a load of joint i + 1's parent must not be issued
+# before joint i's stores and the barrier (Triton 3.9 does not pipeline these loops anyway: checked
+# in the sm_90 PTX, plain ld.global after bar.sync, no cp.async; this pins it for other versions).
+CHAIN_STAGES = 1
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -134,7 +138,8 @@ def kinematic_chain_forward(rot: torch.Tensor, rest: torch.Tensor, parents_t: to
     trans = torch.empty(B, J, 12, dtype=rot.dtype, device=rot.device)
     if B:
         _kinematic_chain_forward_kernel[(triton.cdiv(B, CHAIN_BLOCK_B),)](
-            rot, rest, parents_t, posed, trans, B, J, BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS)
+            rot, rest, parents_t, posed, trans, B, J,
+            BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
     return posed, trans
 
 
@@ -147,7 +152,7 @@ def kinematic_chain_backward(rot, rest, parents_t, trans, grad_posed, grad_trans
     if B:
         _kinematic_chain_backward_kernel[(triton.cdiv(B, CHAIN_BLOCK_B),)](
             rot, rest, parents_t, trans, grad_posed, grad_trans, acc, grad_rot, grad_rest, B, J,
-            BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS)
+            BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
     return grad_rot, grad_rest
 
 
