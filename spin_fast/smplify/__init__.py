@@ -1,8 +1,11 @@
 """Batched SMPLify (SPIN pixel-space, mmhuman3d variant selectable), camera least squares, fits store."""
 from spin_fast.smplify.camera import CameraEstimate, default_translation, estimate_camera_translation
+from spin_fast.smplify.fit import SMPLify
 from spin_fast.smplify.fits import FitsStore, Selection, reaugment, reset_extreme_betas, unaugment
+from spin_fast.smplify.reference import SMPLifyReference, SMPLifyResult
 
 __all__ = [
     "CameraEstimate", "default_translation", "estimate_camera_translation",
     "FitsStore", "Selection", "reaugment", "reset_extreme_betas", "unaugment",
+    "SMPLify", "SMPLifyReference", "SMPLifyResult",
 ]

@@ -1,0 +1,360 @@
+"""Batched SMPLify for fits in the loop: the fast path.
+
+Same objective and optimizer as SPIN's SMPLify (SPEC.md "SMPLify"; the straightforward version is
+`spin_fast.smplify.reference`), evaluated so that an iteration costs little:
+    stage 1  camera translation + global orient. Body pose and betas are fixed, so the joints with
+             zero global orient X0 (B, 49, 3) are computed once; turning the root by R moves every
+             joint to R X0 + s (I - R) J0 (J0 the rest root joint, s the joint regressor's row sum,
+             1 for SMPL's), so an iteration is one Rodrigues and a (B, n, 3) product: no body model.
+    stage 2  body pose + betas + global orient through `BodyModel.joints_only` (never the mesh),
+             the public ops `reprojection_loss` and `gmm_prior` (Triton on CUDA, torch on CPU), the
+             GMM constants computed once.
+Both stages keep their parameters in one flat (B, n) tensor and step it with a hand-rolled Adam
+(torch.optim.Adam's single-tensor update, elementwise, the bias corrections read from a table by a
+step counter tensor), masked per sample. The loop has no host sync: on CUDA one iteration of each
+stage is captured in a CUDA graph (cached per batch size) and replayed.
+
+Samples are independent: the objective is a sum of per-sample terms and Adam is elementwise, so a
+sample's fit does not depend on the batch. A sample whose inputs are not finite, that has no
+keypoint of positive confidence to fit, or whose loss or gradient turns non-finite, is frozen (it
+never disturbs the others) and returned with its input fit, inf losses and valid = False.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from spin_fast.body.model import BodyModel, rodrigues
+from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_LENGTH, IMG_RES,
+                                 MMH_ANGLE_PRIOR_INDICES, NUM_JOINTS, SMPLIFY_ANGLE_PRIOR_WEIGHT,
+                                 SMPLIFY_DEPTH_WEIGHT, SMPLIFY_LR, SMPLIFY_POSE_PRIOR_WEIGHT,
+                                 SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
+                                 TORSO_GT, TORSO_OPENPOSE)
+from spin_fast.smplify.camera import default_translation
+from spin_fast.smplify.reference import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
+
+NUM_KEYPOINTS = 49
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+_GRAPH_CACHE_SIZE = 4
+
+
+def _op(package: str, name: str) -> Callable:
+    """The public op `spin_fast_kernels.<package>.<name>`, else its torch reference `<name>_torch`."""
+    try:
+        return getattr(importlib.import_module(f"spin_fast_kernels.{package}"), name)
+    except (ImportError, AttributeError):
+        return getattr(importlib.import_module(f"spin_fast_kernels.{package}.reference"), f"{name}_torch")
+
+
+gmm_prior = _op("gmm_prior", "gmm_prior")
+reprojection_loss = _op("reprojection", "reprojection_loss")
+from spin_fast_kernels.gmm_prior.reference import gmm_constants  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _Flavor:
+    stage1_all_joints: bool  # mmhuman3d: every joint (ignored ones zeroed) + priors; SPIN: 4 torso joints
+    depth_weight: float  # weight of (t_z - t_z_init)^2 in stage 1
+    angle_indices: tuple
+    angle_minus_one: bool  # (exp(s theta) - 1)^2 instead of exp(s theta)^2
+
+
+_FLAVORS = {
+    "spin": _Flavor(False, SMPLIFY_DEPTH_WEIGHT ** 2, tuple(ANGLE_PRIOR_INDICES), False),
+    "mmhuman3d": _Flavor(True, 0.0, tuple(MMH_ANGLE_PRIOR_INDICES), True),
+}
+
+
+def _check_shape(name: str, t, shape: tuple) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"SMPLify: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        want = "(" + ", ".join("B" if i == 0 else str(s) for i, s in enumerate(shape)) + ")"
+        raise ValueError(f"SMPLify: {name} must be {want} with B = {shape[0]}, got {tuple(t.shape)}")
+
+
+class SMPLify:
+    """Batched SMPLify (see the module docstring).
+
+    body: a BodyModel with the smpl_49 joint set (on the device the fits run on).
+    gmm_path / gmm: gmm_08.pkl, or a dict means (K, 69), covars (K, 69, 69), weights (K,).
+    stage1_iters / stage2_iters: Adam steps per stage (default 100 + 100 'spin', 50 + 50 'mmhuman3d').
+    flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (SPEC.md).
+    ftol: relative loss change below which a sample stops (default 1e-4 for 'mmhuman3d', off for 'spin').
+    cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA.
+    """
+
+    def __init__(self, body: BodyModel, gmm_path=None, *, gmm: dict | None = None, stage1_iters: int | None = None,
+                 stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
+                 lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
+                 device=None, cuda_graph: bool = True):
+        if flavor not in FLAVORS:
+            raise ValueError(f"SMPLify: flavor must be one of {FLAVORS}, got {flavor!r}")
+        if "smpl_49" not in body.joint_sets:
+            raise ValueError("SMPLify: the body model has no smpl_49 joint set (give it J_regressor_extra)")
+        d1, d2 = DEFAULT_ITERS[flavor]
+        self.stage1_iters = d1 if stage1_iters is None else int(stage1_iters)
+        self.stage2_iters = d2 if stage2_iters is None else int(stage2_iters)
+        if self.stage1_iters < 0 or self.stage2_iters < 0:
+            raise ValueError(f"SMPLify: iterations must be >= 0, got {self.stage1_iters}, {self.stage2_iters}")
+        self.flavor = flavor
+        self.cfg = _FLAVORS[flavor]
+        self.ftol = (MMH_FTOL if flavor == "mmhuman3d" else 0.0) if ftol is None else float(ftol)
+        self.lr, self.focal_length, self.img_res = float(lr), float(focal_length), img_res
+        self.cuda_graph = cuda_graph
+        self.body = body
+        self.dtype = body.v_template.dtype
+        self.device = torch.device(device) if device is not None else body.v_template.device
+        if body.v_template.device != self.device:
+            raise ValueError(f"SMPLify: body model is on {body.v_template.device}, fits asked on {self.device}")
+        if gmm is None:
+            if gmm_path is None:
+                raise ValueError("SMPLify: give gmm_path (gmm_08.pkl) or gmm (dict means, covars, weights)")
+            from spin_fast.body.io import load_gmm
+
+            gmm = load_gmm(gmm_path)
+        kw = dict(dtype=self.dtype, device=self.device)
+        # 1. Constants, once: GMM (float64 inverse/logdet, then cast), angle prior, joint row sums.
+        self.gmm = tuple(c.to(self.device) for c in gmm_constants(
+            *(torch.as_tensor(np.asarray(gmm[k])) for k in ("means", "covars", "weights")), dtype=self.dtype))
+        self.angle_index = torch.tensor(self.cfg.angle_indices, device=self.device)
+        self.angle_signs = torch.tensor(ANGLE_PRIOR_SIGNS, **kw)
+        stage2_mask = torch.ones(NUM_KEYPOINTS, **kw)
+        stage2_mask[STAGE2_IGNORED_JOINTS] = 0.0
+        self.stage2_mask = stage2_mask
+        vertex_rows = body.smpl_49_regressor.sum(1)  # how much of the rest root each joint carries (1: rigid)
+        self.row_sums = torch.cat([torch.ones(NUM_JOINTS, **kw), vertex_rows.to(**kw)])[body.smpl_49_index]
+        self.torso = torch.tensor([TORSO_OPENPOSE, TORSO_GT], device=self.device)  # (2, 4)
+        self._graphs: dict = {}
+        self._graphs_failed = False
+
+    # --- pieces of the objective --------------------------------------------------------------------
+    def priors(self, body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+        """(B,) 4.78^2 GMM + 15.2^2 angle prior + 5^2 |betas|^2."""
+        bent = torch.exp(body_pose.index_select(1, self.angle_index) * self.angle_signs)
+        angle = ((bent - 1) if self.cfg.angle_minus_one else bent).square().sum(-1)
+        return (SMPLIFY_POSE_PRIOR_WEIGHT ** 2 * gmm_prior(body_pose, *self.gmm)
+                + SMPLIFY_ANGLE_PRIOR_WEIGHT ** 2 * angle
+                + SMPLIFY_SHAPE_PRIOR_WEIGHT ** 2 * betas.square().sum(-1))
+
+    def data_term(self, joints, cam_t, kp, conf, center, reduction: str = "sum") -> torch.Tensor:
+        """Stage-2 robust reprojection term: (B,) or per joint (B, J) with reduction='none'."""
+        return reprojection_loss(joints, cam_t, kp, conf, self.focal_length, center, SMPLIFY_SIGMA,
+                                 self.flavor, self.img_res, reduction)
+
+    def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
+                   center: torch.Tensor | None = None) -> torch.Tensor:
+        """The stage-2 data term per joint (B, 49) of any fit, in this flavor's units (the number
+        `joint_loss` of the result holds; compare fits with the same flavor)."""
+        B = pose.shape[0]
+        with torch.no_grad():
+            joints = self.body.joints_only(betas, pose[:, 3:], pose[:, :3], joint_set="smpl_49")
+            conf = keypoints2d[..., 2] * self.stage2_mask
+            return self.data_term(joints, cam_t, keypoints2d[..., :2], conf, self._center(center, B), "none")
+
+    def _center(self, center, B):
+        if center is None:
+            return torch.full((B, 2), self.img_res / 2.0, dtype=self.dtype, device=self.device)
+        _check_shape("center", center, (B, 2))
+        return center.to(dtype=self.dtype, device=self.device)
+
+    # --- one iteration of each stage (state tensors updated in place; graph-capturable) ---------------
+    def _stage1_step(self, st: dict) -> None:
+        x = st["x"]  # (B, 6) = [global orient | camera translation]
+        with torch.enable_grad():
+            R = rodrigues(x[:, :3])  # (B, 3, 3)
+            joints = torch.einsum("bij,bnj->bni", R, st["X0c"]) + st["sJ0"]  # R (X0 - s J0) + s J0
+            t = x[:, 3:]
+            total = reprojection_loss(joints, t, st["kp"], st["conf"], self.focal_length, st["center"],
+                                      st["sigma"], st["flavor"], self.img_res, "sum") + st["const"]
+            if self.cfg.depth_weight:
+                total = total + self.cfg.depth_weight * (t[:, 2] - st["tz0"]).square()
+            (grad,) = torch.autograd.grad(total.sum(), x)
+        self._adam(st, grad, total)
+
+    def _stage2_step(self, st: dict) -> None:
+        x = st["x"]  # (B, 82) = [global orient | body pose | betas]
+        with torch.enable_grad():
+            go, body_pose, betas = x[:, :3], x[:, 3:72], x[:, 72:]
+            joints = self.body.joints_only(betas, body_pose, go, joint_set="smpl_49")
+            total = self.data_term(joints, st["cam_t"], st["kp"], st["conf"], st["center"]) + self.priors(body_pose, betas)
+            (grad,) = torch.autograd.grad(total.sum(), x)
+        self._adam(st, grad, total)
+
+    def _adam(self, st: dict, grad: torch.Tensor, total: torch.Tensor) -> None:
+        """torch.optim.Adam's update (single-tensor, no weight decay) on the rows still active."""
+        b1, b2 = ADAM_BETAS
+        with torch.no_grad():
+            x, m, v, active = st["x"], st["m"], st["v"], st["active"]
+            ok = torch.isfinite(grad).all(-1) & torch.isfinite(total)
+            st["diverged"].logical_or_(active & ~ok)
+            move = active & ok
+            m.lerp_(grad, 1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            k = st["k"]  # (1,) step index: bias corrections from tables, no Python number per step
+            denom = (v.sqrt() / st["bc2_sqrt"].index_select(0, k)).add_(ADAM_EPS)
+            step = m / denom * st["step_size"].index_select(0, k)
+            x.sub_(torch.where(move[:, None], step, torch.zeros_like(step)))
+            k.add_(1)
+            st["steps"].add_(move)
+            if self.ftol > 0:  # mmhuman3d: stop once the loss before the step barely changed
+                prev = st["prev"]
+                rel = (prev - total).abs() / torch.clamp(torch.maximum(prev.abs(), total.abs()), min=1.0)
+                active.logical_and_(~(rel < self.ftol))
+                prev.copy_(total)
+            active.logical_and_(ok)
+
+    def _adam_state(self, x: torch.Tensor, active: torch.Tensor, iters: int) -> dict:
+        b1, b2 = ADAM_BETAS
+        t = np.arange(1, max(iters, 1) + 1, dtype=np.float64)
+        kw = dict(dtype=self.dtype, device=self.device)
+        return {
+            "x": x.detach().clone().requires_grad_(True), "m": torch.zeros_like(x), "v": torch.zeros_like(x),
+            "k": torch.zeros(1, dtype=torch.long, device=self.device),
+            "step_size": torch.tensor(self.lr / (1 - b1 ** t), **kw),
+            "bc2_sqrt": torch.tensor(np.sqrt(1 - b2 ** t), **kw),
+            "active": active.clone(), "diverged": torch.zeros_like(active),
+            "steps": torch.zeros(x.shape[0], dtype=torch.long, device=self.device),
+            "prev": torch.full((x.shape[0],), float("nan"), **kw),
+        }
+
+    # --- running a stage: eager, or a CUDA graph replayed -----------------------------------------------
+    def _run(self, name: str, step: Callable, st: dict, iters: int) -> dict:
+        if iters == 0:
+            return st
+        if self._use_graph(st["x"]):
+            try:
+                return self._run_graph(name, step, st, iters)
+            except Exception as e:  # capture unsupported here: fall back to eager for good
+                self._graphs_failed = True
+                self._graphs.clear()
+                warnings.warn(f"SMPLify: CUDA graph capture failed ({type(e).__name__}: {e}); running eagerly")
+        for _ in range(iters):
+            step(st)
+        return st
+
+    def _use_graph(self, x: torch.Tensor) -> bool:
+        return (self.cuda_graph and not self._graphs_failed and x.is_cuda
+                and hasattr(torch.cuda, "CUDAGraph") and hasattr(torch.cuda, "graph"))
+
+    def _run_graph(self, name: str, step: Callable, st: dict, iters: int) -> dict:
+        """Replay one captured iteration `iters` times. The graph reads and writes fixed tensors,
+        so each call copies its inputs into them; the step counter lives in one, so no host value
+        changes between replays. Cached per (stage, tensor shapes, table length)."""
+        key = (name,) + tuple((k, tuple(v.shape), v.dtype) for k, v in st.items() if isinstance(v, torch.Tensor))
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in st.items()}
+            static["x"].requires_grad_(True)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm up (compiles the Triton kernels, fills autograd caches)
+                for _ in range(3):
+                    step(static)
+            torch.cuda.current_stream().wait_stream(side)
+            self._load(static, st)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step(static)
+            if len(self._graphs) >= _GRAPH_CACHE_SIZE:
+                self._graphs.pop(next(iter(self._graphs)))
+            entry = self._graphs[key] = (static, graph)
+        static, graph = entry
+        self._load(static, st)
+        for _ in range(iters):
+            graph.replay()
+        return {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in static.items()}
+
+    @staticmethod
+    def _load(static: dict, st: dict) -> None:
+        with torch.no_grad():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    static[k].copy_(v)
+
+    # --- the fit ----------------------------------------------------------------------------------------
+    def __call__(self, init_pose: torch.Tensor, init_betas: torch.Tensor, init_cam_t: torch.Tensor,
+                 keypoints2d: torch.Tensor, center: torch.Tensor | None = None) -> SMPLifyResult:
+        """init_pose (B, 72) axis-angle (global orient first), init_betas (B, 10), init_cam_t (B, 3),
+        keypoints2d (B, 49, 3) crop pixels (0..img_res) + confidence, center (B, 2) principal point
+        (default the crop centre). A keypoint whose coordinates or confidence are not finite counts as
+        confidence 0. Returns SMPLifyResult (fit, per-joint and total stage-2 losses, validity)."""
+        if not isinstance(init_pose, torch.Tensor) or init_pose.dim() != 2:
+            raise ValueError(f"SMPLify: init_pose must be a (B, 72) tensor, got "
+                             f"{tuple(init_pose.shape) if isinstance(init_pose, torch.Tensor) else type(init_pose).__name__}")
+        B = init_pose.shape[0]
+        nb = self.body.num_betas
+        _check_shape("init_pose", init_pose, (B, 72))
+        _check_shape("init_betas", init_betas, (B, nb))
+        _check_shape("init_cam_t", init_cam_t, (B, 3))
+        _check_shape("keypoints2d", keypoints2d, (B, NUM_KEYPOINTS, 3))
+        kw = dict(dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            pose_in, betas_in, cam_in = (t.detach().to(**kw) for t in (init_pose, init_betas, init_cam_t))
+            kp_in = keypoints2d.detach().to(**kw)
+            center = self._center(center, B)
+
+            # 1. Inputs: a bad keypoint is an invisible one; a bad sample runs on safe values, frozen.
+            kp_ok = torch.isfinite(kp_in).all(-1)
+            conf_raw = torch.where(kp_ok, kp_in[..., 2], torch.zeros_like(kp_in[..., 2]))
+            kp = torch.where(kp_ok[..., None], kp_in[..., :2], torch.zeros_like(kp_in[..., :2]))
+            conf2 = conf_raw * self.stage2_mask
+            valid_in = (torch.isfinite(pose_in).all(-1) & torch.isfinite(betas_in).all(-1)
+                        & torch.isfinite(cam_in).all(-1) & torch.isfinite(center).all(-1)
+                        & (conf2 != 0).any(-1))
+            pose = torch.where(valid_in[:, None], pose_in, torch.zeros_like(pose_in))
+            betas = torch.where(valid_in[:, None], betas_in, torch.zeros_like(betas_in))
+            cam_t = torch.where(valid_in[:, None], cam_in, default_translation(B, self.focal_length, self.img_res, **kw))
+            center = torch.where(valid_in[:, None], center, torch.full_like(center, self.img_res / 2.0))
+            body_pose = pose[:, 3:]
+
+            # 2. Stage 1 set-up: joints with zero global orient, once.
+            X0 = self.body.joints_only(betas, body_pose, torch.zeros_like(pose[:, :3]), joint_set="smpl_49")
+            J0 = self.body.J_template[0] + torch.einsum("bs,cs->bc", betas, self.body.J_shapedirs[0])  # (B, 3)
+            st1 = {"center": center, "tz0": cam_t[:, 2].clone()}
+            if self.cfg.stage1_all_joints:
+                s = self.row_sums.expand(B, -1)
+                st1.update(kp=kp, conf=conf2, const=self.priors(body_pose, betas), sigma=SMPLIFY_SIGMA, flavor=self.flavor)
+            else:  # SPIN: OpenPose hips/shoulders when all four are visible, else the GT ones; unweighted squares
+                use_gt = (conf_raw.index_select(1, self.torso[0]) <= 0).any(-1).long()
+                idx = self.torso[use_gt]  # (B, 4)
+                X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
+                s = self.row_sums[idx]
+                st1.update(kp=kp.gather(1, idx[..., None].expand(-1, -1, 2)), conf=torch.ones_like(s),
+                           const=torch.zeros(B, **kw), sigma=math.inf, flavor="spin")
+            sJ0 = s[..., None] * J0[:, None]
+            st1.update(X0c=X0 - sJ0, sJ0=sJ0)
+            st1.update(self._adam_state(torch.cat([pose[:, :3], cam_t], 1), valid_in, self.stage1_iters))
+        st1 = self._run("stage1", self._stage1_step, st1, self.stage1_iters)
+
+        with torch.no_grad():
+            go, cam_t = st1["x"][:, :3].detach(), st1["x"][:, 3:].detach()
+            st2 = {"center": center, "cam_t": cam_t, "kp": kp, "conf": conf2}
+            # every sample that did not diverge fits its body (an ftol stop in stage 1 ends stage 1 only)
+            st2.update(self._adam_state(torch.cat([go, body_pose, betas], 1), valid_in & ~st1["diverged"],
+                                        self.stage2_iters))
+        st2 = self._run("stage2", self._stage2_step, st2, self.stage2_iters)
+
+        with torch.no_grad():
+            # 3. The result, its per-joint loss (SPIN's get_fitting_loss) and its stage-2 objective.
+            x = st2["x"].detach()
+            pose_out, betas_out = x[:, :72], x[:, 72:]
+            joints = self.body.joints_only(betas_out, x[:, 3:72], x[:, :3], joint_set="smpl_49")
+            joint_loss = self.data_term(joints, cam_t, kp, conf2, center, "none")
+            total = joint_loss.sum(-1) + self.priors(x[:, 3:72], betas_out)
+            valid = (valid_in & ~st1["diverged"] & ~st2["diverged"] & torch.isfinite(total)
+                     & torch.isfinite(x).all(-1) & torch.isfinite(cam_t).all(-1))
+            keep = valid[:, None]
+            inf = torch.tensor(float("inf"), **kw)
+            return SMPLifyResult(
+                pose=torch.where(keep, pose_out, pose_in), betas=torch.where(keep, betas_out, betas_in),
+                cam_t=torch.where(keep, cam_t, cam_in),
+                joint_loss=torch.where(keep, joint_loss, inf), total_loss=torch.where(valid, total, inf),
+                valid=valid, num_invalid=(~valid).sum(), iterations=torch.stack([st1["steps"], st2["steps"]], 1))
