@@ -51,6 +51,24 @@ def _store3(ptr, x, y, z, mask):
 
 
 @triton.jit
+def _sqrt_ieee(x):
+    """Correctly rounded sqrt, like torch (fp32 tl.sqrt lowers to sqrt.approx.ftz)."""
+    if x.dtype == tl.float32:
+        return tl.sqrt_rn(x)
+    else:
+        return tl.sqrt(x)
+
+
+@triton.jit
+def _div_ieee(x, y):
+    """Correctly rounded division, like torch (fp32 `/` lowers to div.full, 2 ulp)."""
+    if x.dtype == tl.float32:
+        return tl.div_rn(x, y)
+    else:
+        return x / y
+
+
+@triton.jit
 def _rodrigues_forward_kernel(
     aa_ptr,  # (N, 3) axis-angle vectors, contiguous
     rot_ptr,  # (N, 9) out: row-major rotation matrices, contiguous
@@ -63,11 +81,11 @@ def _rodrigues_forward_kernel(
     ex = vx + 1e-8
     ey = vy + 1e-8
     ez = vz + 1e-8
-    a = tl.sqrt(ex * ex + ey * ey + ez * ez)
+    a = _sqrt_ieee(ex * ex + ey * ey + ez * ez)
     a = tl.where(ok, a, 1.0)  # padded lanes: keep 0/0 out of the registers
-    ux = vx / a
-    uy = vy / a
-    uz = vz / a
+    ux = _div_ieee(vx, a)
+    uy = _div_ieee(vy, a)
+    uz = _div_ieee(vz, a)
     s = tl.sin(a)
     c1 = 1.0 - tl.cos(a)
     uu = ux * ux + uy * uy + uz * uz
@@ -95,11 +113,11 @@ def _rodrigues_backward_kernel(
     ex = vx + 1e-8
     ey = vy + 1e-8
     ez = vz + 1e-8
-    a = tl.sqrt(ex * ex + ey * ey + ez * ez)
+    a = _sqrt_ieee(ex * ex + ey * ey + ez * ez)
     a = tl.where(ok, a, 1.0)
-    ux = vx / a
-    uy = vy / a
-    uz = vz / a
+    ux = _div_ieee(vx, a)
+    uy = _div_ieee(vy, a)
+    uz = _div_ieee(vz, a)
     s = tl.sin(a)
     c = tl.cos(a)
     c1 = 1.0 - c
@@ -116,8 +134,9 @@ def _rodrigues_backward_kernel(
     guy = s * wy + c1 * (sy - 2.0 * tr * uy)
     guz = s * wz + c1 * (sz - 2.0 * tr * uz)
     uGu = 0.5 * (ux * sx + uy * sy + uz * sz)
-    ga = c * (ux * wx + uy * wy + uz * wz) + s * (uGu - uu * tr) - (gux * ux + guy * uy + guz * uz) / a
-    _store3(grad_aa_ptr + n * 3, (gux + ga * ex) / a, (guy + ga * ey) / a, (guz + ga * ez) / a, ok)
+    ga = c * (ux * wx + uy * wy + uz * wz) + s * (uGu - uu * tr) - _div_ieee(gux * ux + guy * uy + guz * uz, a)
+    _store3(grad_aa_ptr + n * 3, _div_ieee(gux + ga * ex, a), _div_ieee(guy + ga * ey, a), _div_ieee(guz + ga * ez, a),
+            ok)
 
 
 @triton.jit
