@@ -18,6 +18,15 @@ from spin_fast.geometry import perspective_projection
 from spin_fast.smplify import SMPLify, SMPLifyReference, SMPLifyResult
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Hundreds of tiny ops an iteration: on a shared 2-core machine a second thread only spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def assets(synthetic_assets):
     smpl = load_smpl(synthetic_assets.smpl("neutral"))
@@ -79,7 +88,7 @@ def test_fit_recovers_synthetic_bodies(assets):
 def test_fast_path_matches_reference(assets, flavor):
     """20 + 20 iterations from one start: same losses (1%), same fits; the reference runs smplx's full
     mesh forward and torch.optim.Adam, nothing shared with the fast path."""
-    gt, kp, start = synthetic_batch(assets, 4, seed=1, kp_noise=2.0, random_conf=True)
+    gt, kp, start = synthetic_batch(assets, 3, seed=1, kp_noise=2.0, random_conf=True)
     kw = dict(stage1_iters=20, stage2_iters=20, flavor=flavor)
     fast = SMPLify(assets["body"], gmm=assets["gmm"], **kw)(*start, kp)
     ref = SMPLifyReference(assets["smpl"], assets["extra"], assets["gmm"], **kw)(*start, kp)
@@ -201,3 +210,24 @@ def test_bad_arguments_are_named(assets):
             fitter(*args)
     with pytest.raises(ValueError, match="center"):
         fitter(*ok, center=torch.zeros(2, 3))
+
+
+def test_fast_path_never_builds_the_mesh_nor_touches_cuda_on_cpu(assets, synthetic_assets, monkeypatch):
+    """Built as the training loop builds it (gmm_08.pkl path, device string); the iterations use
+    joints_only only, and on CPU nothing reaches torch.cuda's graph machinery."""
+    body = assets["body"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("touched during a CPU fit")
+
+    monkeypatch.setattr(body, "forward", refuse)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", refuse)
+    monkeypatch.setattr(torch.cuda, "graph", refuse)
+    fitter = SMPLify(body=body, gmm_path=synthetic_assets.gmm, stage1_iters=3, stage2_iters=3, flavor="spin",
+                     device="cpu")
+    gt, kp, start = synthetic_batch(assets, 2, seed=7)
+    with torch.no_grad():  # as the training step calls it
+        out = fitter(*start, kp)
+    assert out.valid.all() and out.iterations.tolist() == [[3, 3], [3, 3]]
+    with pytest.raises(ValueError, match="move the body"):
+        SMPLify(body, gmm=assets["gmm"], device="cuda")

@@ -111,9 +111,11 @@ class SMPLify:
         self.cuda_graph = cuda_graph
         self.body = body
         self.dtype = body.v_template.dtype
-        self.device = torch.device(device) if device is not None else body.v_template.device
-        if body.v_template.device != self.device:
-            raise ValueError(f"SMPLify: body model is on {body.v_template.device}, fits asked on {self.device}")
+        self.device = body.v_template.device  # the fits run where the body model lives
+        if device is not None:
+            asked = torch.device(device)
+            if asked.type != self.device.type or (asked.index is not None and asked != self.device):
+                raise ValueError(f"SMPLify: body model is on {self.device}, fits asked on {asked} (move the body)")
         if gmm is None:
             if gmm_path is None:
                 raise ValueError("SMPLify: give gmm_path (gmm_08.pkl) or gmm (dict means, covars, weights)")
@@ -256,7 +258,7 @@ class SMPLify:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm up (compiles the Triton kernels, fills autograd caches)
-                for _ in range(3):
+                for _ in range(min(3, iters)):  # the step tables hold `iters` entries
                     step(static)
             torch.cuda.current_stream().wait_stream(side)
             self._load(static, st)
