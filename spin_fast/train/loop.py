@@ -147,7 +147,9 @@ def build_smplify(cfg: TrainConfig, paths, body, device):
     return run
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) -> dict:
+    """Run (or with `resume`, continue) training; returns the last logged metrics (and, with
+    `return_state`, this rank's final 'model' state_dict and 'fits' table, for tests)."""
     from spin_fast.data import build_train_loader
     from spin_fast.model import HMR
     from spin_fast.body import BodyModel
@@ -179,7 +181,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                                 threads=cfg.data.threads, seed=cfg.seed, rank=rank, world_size=world,
                                 rot_prob=cfg.data.rot_prob, skip_bad_images=cfg.data.skip_bad_images,
                                 device=device)
-    fits = FitsStore.from_static_fits(paths, loader.dataset_names, sizes=loader.dataset_sizes, device=device)
+    fits = FitsStore.from_static_fits(paths, loader.dataset_names, sizes=dict(zip(loader.dataset_names, loader.dataset_sizes)),
+                                     device=device)
 
     steps_per_epoch = max(1, cfg.optim.samples_per_epoch // (cfg.data.batch_size * world))
     total_steps = cfg.max_steps or cfg.optim.epochs * steps_per_epoch
@@ -194,7 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if ckpt["scheduler"] is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         fits.load_state_dict(ckpt["fits"])
-        set_rng_state(ckpt["rng"]["per_rank"][rank] if "per_rank" in ckpt["rng"] else ckpt["rng"])
+        resume_rng = ckpt["rng"]["per_rank"][rank] if "per_rank" in ckpt["rng"] else ckpt["rng"]
         start = int(ckpt["meta"]["step"])
         if rank == 0:
             print(f"spin_fast: resumed {work_dir} at step {start}", file=sys.stderr)
@@ -219,6 +222,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     last = {}
     for step in range(start + 1, total_steps + 1):
         batch = next(it)
+        if resume and step == start + 1:
+            # after the first batch: starting an iterator may draw from the global RNG (DataLoader
+            # seeds), as it did at step 1 of the original run, so dropout continues from the saved state
+            set_rng_state(resume_rng)
         loss, logs = train_step(ctx, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,7 +251,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         plot_loss_curve(work_dir / "log.csv", work_dir / "loss_curve.png")
     if world > 1:
         dist.barrier()
-    return {"step": total_steps, **last}
+    result = {"step": total_steps, **last}
+    if return_state:
+        result["state"] = {"model": {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()},
+                           "fits": fits.data.detach().cpu().clone()}
+    return result
 
 
 def _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world):

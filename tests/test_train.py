@@ -1,0 +1,163 @@
+"""Training end to end on the synthetic stand-in: steps with SMPLify in the loop, learning, resume after a
+kill, and a 2-process gloo run whose ranks end identical."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from spin_fast.train.checkpoint import load_checkpoint
+from spin_fast.train.config import build_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Synthetic assets + rendered datasets (mmhuman3d layout), shared by this module."""
+    from spin_fast.assets import write_assets
+    from spin_fast.data.synth import ensure_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("train") / "data"
+    write_assets(root, seed=0)
+    ensure_synthetic_dataset(root, scale=1, announce=False)
+    return root
+
+
+def small_config(data_root, work_dir, **extra):
+    overrides = {
+        "data.root": str(data_root), "work_dir": str(work_dir), "model.backbone": "resnet18", "model.bf16": "false",
+        "model.channels_last": "false", "data.batch_size": "4", "data.loader": "reference", "data.threads": "1",
+        "smplify.stage1_iters": "3", "smplify.stage2_iters": "3", "log_every": "1", "ckpt_every": "2",
+        "optim.lr": "1e-4",
+    }
+    overrides.update({k: str(v) for k, v in extra.items()})
+    return build_config(overrides=overrides)
+
+
+def test_two_steps_end_to_end(data_root, tmp_path):
+    """Without static fits the store starts at zeros (an upside-down T-pose: a bad fit), so SMPLify's
+    fits from the network's predictions must replace stored ones within two steps."""
+    import shutil
+
+    from spin_fast.train.loop import train
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root, ignore=shutil.ignore_patterns("static_fits"))
+    cfg = small_config(root, tmp_path / "run", max_steps=2)
+    result = train(cfg, return_state=True)
+    assert result["step"] == 2 and torch.isfinite(torch.tensor(result["loss"]))
+    assert result["smplify_ms"] > 0 and result["fit_updated"] > 0
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["meta"]["step"] == 2
+    assert any(k.startswith("backbone.") for k in ckpt["state_dict"]) and any(k.startswith("head.") for k in ckpt["state_dict"])
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    fits = ckpt["fits"]["data"]
+    changed = (fits != 0).any(1)
+    assert 0 < int(changed.sum()) <= 2 * 4  # at most the 8 samples seen were rewritten
+    assert torch.equal(fits, result["state"]["fits"])
+
+
+def _run_cli(args, env=None, **kw):
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "spin_fast.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _cli_args(data_root, work_dir, steps):
+    return ["--data-root", str(data_root), "--work-dir", str(work_dir), "--backbone", "resnet18",
+            "--model.bf16", "false", "--model.channels_last", "false", "--batch-size", "4",
+            "--data.loader", "reference", "--data.threads", "1", "--smplify.stage1_iters", "3",
+            "--smplify.stage2_iters", "3", "--log_every", "1", "--ckpt_every", "2", "--max-steps", str(steps)]
+
+
+def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path):
+    steps = 6
+    full = _run_cli(_cli_args(data_root, tmp_path / "full", steps))
+    out, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err
+
+    run = _run_cli(_cli_args(data_root, tmp_path / "killed", steps))
+    ckpt2 = tmp_path / "killed" / "checkpoints" / "latest.pth"  # written (atomically) after step_0000002.pth
+    deadline = time.time() + 600
+    while not ckpt2.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    run.send_signal(signal.SIGKILL)  # killed somewhere after its step-2 checkpoint
+    run.communicate()
+    assert ckpt2.exists()
+    killed_at = load_checkpoint(tmp_path / "killed")["meta"]["step"]
+    assert killed_at < steps
+
+    resumed = _run_cli(_cli_args(data_root, tmp_path / "killed", steps) + ["--resume"])
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert f"resumed {tmp_path / 'killed'} at step {killed_at}" in err
+
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "killed")
+    assert a["meta"]["step"] == b["meta"]["step"] == steps
+    for k in a["state_dict"]:
+        torch.testing.assert_close(b["state_dict"][k], a["state_dict"][k], rtol=0, atol=1e-6, msg=k)
+    torch.testing.assert_close(b["fits"]["data"], a["fits"]["data"], rtol=0, atol=1e-6)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, data_root, work_dir, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from spin_fast.train.loop import train
+    import torch.distributed as dist
+
+    cfg = small_config(data_root, work_dir, max_steps=2, device="cpu")
+    result = train(cfg, return_state=True)
+    torch.save(result["state"], Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ranks_identical(data_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data_root), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2,
+             join=True)
+    s0, s1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in s0["model"]:
+        assert torch.equal(s0["model"][k], s1["model"][k]), k
+    assert torch.equal(s0["fits"], s1["fits"])
+    assert load_checkpoint(tmp_path / "ddp")["meta"]["step"] == 2
+
+
+@pytest.mark.slow
+def test_loss_decreases_over_100_steps(data_root, tmp_path):
+    from spin_fast.train.loop import train
+
+    cfg = small_config(data_root, tmp_path / "learn", max_steps=100, log_every=10, ckpt_every=100,
+                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "optim.lr": 3e-4})
+    train(cfg)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "learn" / "log.csv")))
+    first = sum(float(r["keypoints2d"]) for r in rows[:2]) / 2
+    last = sum(float(r["keypoints2d"]) for r in rows[-2:]) / 2
+    assert last < 0.7 * first, (first, last)
+
+
+def test_missing_asset_files_are_named(tmp_path):
+    from spin_fast.train.loop import train
+
+    (tmp_path / "data" / "body_models").mkdir(parents=True)
+    cfg = small_config(tmp_path / "data", tmp_path / "w", max_steps=1)
+    with pytest.raises(FileNotFoundError, match=r"(?s)missing SMPL asset file\(s\).*SMPL_NEUTRAL\.pkl"):
+        train(cfg)
