@@ -1,9 +1,10 @@
 """kinematic_chain op: Rodrigues (axis-angle -> rotation matrices) and SMPL forward kinematics.
 
-`rodrigues(axis_angle)` and `kinematic_chain(rotmats, rest_joints, parents)` run the Triton kernels
-when `_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and the torch
-references `rodrigues_torch` / `kinematic_chain_torch` otherwise. Both Triton paths have
-hand-written backward kernels (to the axis-angle; to rotmats and rest_joints).
+`rodrigues(axis_angle)`, `kinematic_chain(rotmats, rest_joints, parents)` and the fused
+`rodrigues_chain(axis_angle, rest_joints, parents)` run the Triton kernels when
+`_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and the torch
+references otherwise (`rodrigues_torch`, `kinematic_chain_torch`, and their composition for the
+fused op). Every Triton path has hand-written backward kernels.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch
 from .._dispatch import use_triton
 from .reference import kinematic_chain_torch, rodrigues_torch
 
-__all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_torch"]
+__all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_chain", "rodrigues_chain_torch",
+           "rodrigues_torch"]
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -43,3 +45,27 @@ def kinematic_chain(
 
         return kinematic_chain_triton(rotmats, rest_joints, parents)
     return kinematic_chain_torch(rotmats, rest_joints, parents)
+
+
+def rodrigues_chain_torch(
+    axis_angle: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused op's torch path: rodrigues_torch then kinematic_chain_torch."""
+    rotmats = rodrigues_torch(axis_angle)
+    return (rotmats, *kinematic_chain_torch(rotmats, rest_joints, parents))
+
+
+def rodrigues_chain(
+    axis_angle: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """axis_angle (B, J, 3) local rotations; rest_joints (B, J, 3); parents as for kinematic_chain.
+    Returns rotmats (B, J, 3, 3) (for the pose feature), posed_joints (B, J, 3), transforms
+    (B, J, 3, 4); the Triton path is one kernel each way (rotations never round-trip alone)."""
+    from .function import check_rodrigues_chain_args
+
+    parents = check_rodrigues_chain_args(axis_angle, rest_joints, parents)
+    if use_triton(axis_angle, rest_joints):
+        from .function import rodrigues_chain_triton
+
+        return rodrigues_chain_triton(axis_angle, rest_joints, parents)
+    return rodrigues_chain_torch(axis_angle, rest_joints, parents)

@@ -131,28 +131,32 @@ def _parents_tensor(parents: list[int], device: torch.device) -> torch.Tensor:
     return t
 
 
-def kinematic_chain_forward(rot: torch.Tensor, rest: torch.Tensor, parents_t: torch.Tensor):
-    """rot (B, J, 9), rest (B, J, 3) contiguous in the compute dtype -> posed (B, J, 3), transforms (B, J, 12)."""
+def kinematic_chain_forward(rot: torch.Tensor, rest: torch.Tensor, parents_t: torch.Tensor, aa=None):
+    """rot (B, J, 9), rest (B, J, 3) contiguous in the compute dtype -> posed (B, J, 3), transforms
+    (B, J, 12). With aa (B, J, 3) (fused Rodrigues) rot is an output buffer the kernel fills."""
     B, J = rest.shape[:2]
-    posed = torch.empty(B, J, 3, dtype=rot.dtype, device=rot.device)
-    trans = torch.empty(B, J, 12, dtype=rot.dtype, device=rot.device)
+    posed = torch.empty(B, J, 3, dtype=rest.dtype, device=rest.device)
+    trans = torch.empty(B, J, 12, dtype=rest.dtype, device=rest.device)
     if B:
         _kinematic_chain_forward_kernel[(triton.cdiv(B, CHAIN_BLOCK_B),)](
-            rot, rest, parents_t, posed, trans, B, J,
-            BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
+            rot if aa is None else aa, rot, rest, parents_t, posed, trans, B, J,
+            FROM_AA=aa is not None, BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
     return posed, trans
 
 
-def kinematic_chain_backward(rot, rest, parents_t, trans, grad_posed, grad_trans):
-    """-> grad_rot (B, J, 9), grad_rest (B, J, 3)."""
+def kinematic_chain_backward(rot, rest, parents_t, trans, grad_posed, grad_trans, aa=None, grad_rot_up=None):
+    """-> grad_rot (B, J, 9), grad_rest (B, J, 3); with aa (fused Rodrigues) the first is dL/daa
+    (B, J, 3), through both the chain and grad_rot_up (B, J, 9), the rotmats output's gradient."""
     B, J = rest.shape[:2]
-    grad_rot = torch.empty_like(rot)
+    fused = aa is not None
+    grad_rot = torch.empty_like(aa) if fused else torch.empty_like(rot)
     grad_rest = torch.zeros_like(rest)
     acc = torch.zeros(B, J, 12, dtype=rot.dtype, device=rot.device)
     if B:
         _kinematic_chain_backward_kernel[(triton.cdiv(B, CHAIN_BLOCK_B),)](
-            rot, rest, parents_t, trans, grad_posed, grad_trans, acc, grad_rot, grad_rest, B, J,
-            BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
+            aa if fused else rot, rot, rest, parents_t, trans, grad_posed, grad_trans,
+            grad_rot_up if fused else rot, acc, grad_rot, grad_rest, B, J,
+            FROM_AA=fused, BLOCK_B=CHAIN_BLOCK_B, num_warps=CHAIN_WARPS, num_stages=CHAIN_STAGES)
     return grad_rot, grad_rest
 
 
@@ -186,3 +190,49 @@ def kinematic_chain_triton(rotmats: torch.Tensor, rest_joints: torch.Tensor, par
     """Same contract as kinematic_chain_torch: -> posed_joints (B, J, 3), transforms (B, J, 3, 4)."""
     parents = check_chain_args(rotmats, rest_joints, parents)
     return KinematicChainFunction.apply(rotmats, rest_joints, _parents_tensor(parents, rotmats.device))
+
+
+# --- fused Rodrigues + chain ---------------------------------------------------------------------
+
+
+class RodriguesChainFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, axis_angle, rest_joints, parents_t):
+        dtype = _compute_dtype(axis_angle, rest_joints)
+        B, J = axis_angle.shape[:2]
+        aa = axis_angle.to(dtype).contiguous()
+        rest = rest_joints.to(dtype).contiguous()
+        rot = torch.empty(B, J, 9, dtype=dtype, device=aa.device)
+        posed, trans = kinematic_chain_forward(rot, rest, parents_t, aa=aa)
+        ctx.save_for_backward(aa, rot, rest, parents_t, trans)
+        ctx.dtypes = (axis_angle.dtype, rest_joints.dtype)
+        out_dtype = torch.promote_types(axis_angle.dtype, rest_joints.dtype)
+        return rot.reshape(B, J, 3, 3).to(out_dtype), posed.to(out_dtype), trans.reshape(B, J, 3, 4).to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_rot, grad_posed, grad_trans):
+        aa, rot, rest, parents_t, trans = ctx.saved_tensors
+        B, J = rest.shape[:2]
+        gr = torch.zeros_like(rot) if grad_rot is None else grad_rot.to(rot.dtype).reshape(B, J, 9).contiguous()
+        gp = torch.zeros_like(rest) if grad_posed is None else grad_posed.to(rot.dtype).contiguous()
+        gt = (torch.zeros_like(trans) if grad_trans is None
+              else grad_trans.to(rot.dtype).reshape(B, J, 12).contiguous())
+        grad_aa, grad_rest = kinematic_chain_backward(rot, rest, parents_t, trans, gp, gt, aa=aa, grad_rot_up=gr)
+        return (grad_aa.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
+                grad_rest.to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None, None)
+
+
+def check_rodrigues_chain_args(axis_angle, rest_joints, parents) -> list[int]:
+    check_rodrigues_args(axis_angle)
+    if axis_angle.dim() != 3:
+        raise ValueError(f"rodrigues_chain: axis_angle must be (B, J, 3), got shape {tuple(axis_angle.shape)}")
+    B, J = axis_angle.shape[:2]
+    # the chain's checks, phrased for a (B, J, 3, 3) rotation stack of the same (B, J)
+    return check_chain_args(axis_angle.new_empty(B, J, 3, 3), rest_joints, parents)
+
+
+def rodrigues_chain_triton(axis_angle: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]):
+    """rodrigues then kinematic_chain in one kernel (one in the backward): -> rotmats (B, J, 3, 3),
+    posed_joints (B, J, 3), transforms (B, J, 3, 4); differentiable w.r.t. axis_angle, rest_joints."""
+    parents = check_rodrigues_chain_args(axis_angle, rest_joints, parents)
+    return RodriguesChainFunction.apply(axis_angle, rest_joints, _parents_tensor(parents, axis_angle.device))

@@ -20,6 +20,10 @@
 # world translation in `posed`, so the parent is re-read from memory the program just wrote (L1),
 # with a CTA barrier between the joints. The backward keeps its per-joint accumulators (gW, gt) in a
 # zeroed (B, J, 12) scratch and gJ in the grad_rest output, same pattern.
+# Fused Rodrigues (FROM_AA, the rodrigues_chain op): the forward computes R_i from the axis-angle in
+# registers (storing it once, the pose feature needs it); the backward adds the rotmats output's
+# own upstream gradient to gR_i and applies Rodrigues' vjp in the same reverse walk, so the
+# (B, J, 9) gR never reaches memory and one launch replaces two each way.
 # Per body (fp32, J = 24): Rodrigues 24 x (12 B in, 36 B out) ~ 1.2 kB, ~40 FLOP + sin/cos a joint;
 # chain reads rotmats 864 B + rest 288 B, writes posed 288 B + transforms 1152 B (2.6 kB) and does
 # 24 x (27 + 9 + 9) FMA ~ 2 kFLOP; backward reads ~3.5 kB (+ scratch traffic, L1/L2 resident) and
@@ -69,15 +73,8 @@ def _div_ieee(x, y):
 
 
 @triton.jit
-def _rodrigues_forward_kernel(
-    aa_ptr,  # (N, 3) axis-angle vectors, contiguous
-    rot_ptr,  # (N, 9) out: row-major rotation matrices, contiguous
-    N,  # number of rotations
-    BLOCK: tl.constexpr,  # rotations a program (one a lane)
-):
-    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = n < N
-    vx, vy, vz = _load3(aa_ptr + n * 3, ok)
+def _rodrigues(vx, vy, vz, ok):
+    """Rotation matrix entries r00..r22 of axis-angle (vx, vy, vz) (smplx's eps convention)."""
     ex = vx + 1e-8
     ey = vy + 1e-8
     ez = vz + 1e-8
@@ -89,27 +86,14 @@ def _rodrigues_forward_kernel(
     s = tl.sin(a)
     c1 = 1.0 - tl.cos(a)
     uu = ux * ux + uy * uy + uz * uz
-    row = rot_ptr + n * 9
-    _store3(row, 1.0 + c1 * (ux * ux - uu), c1 * ux * uy - s * uz, c1 * ux * uz + s * uy, ok)
-    _store3(row + 3, c1 * uy * ux + s * uz, 1.0 + c1 * (uy * uy - uu), c1 * uy * uz - s * ux, ok)
-    _store3(row + 6, c1 * uz * ux - s * uy, c1 * uz * uy + s * ux, 1.0 + c1 * (uz * uz - uu), ok)
+    return (1.0 + c1 * (ux * ux - uu), c1 * ux * uy - s * uz, c1 * ux * uz + s * uy,
+            c1 * uy * ux + s * uz, 1.0 + c1 * (uy * uy - uu), c1 * uy * uz - s * ux,
+            c1 * uz * ux - s * uy, c1 * uz * uy + s * ux, 1.0 + c1 * (uz * uz - uu))
 
 
 @triton.jit
-def _rodrigues_backward_kernel(
-    aa_ptr,  # (N, 3) axis-angle vectors of the forward, contiguous
-    grad_rot_ptr,  # (N, 9) upstream dL/dR, row-major, contiguous
-    grad_aa_ptr,  # (N, 3) out: dL/dv, contiguous
-    N,  # number of rotations
-    BLOCK: tl.constexpr,  # rotations a program
-):
-    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = n < N
-    vx, vy, vz = _load3(aa_ptr + n * 3, ok)
-    g00, g01, g02, g10, g11, g12, g20, g21, g22 = _load_rot(grad_rot_ptr + n * 9, 3, ok)
-    vx = vx.to(g00.dtype)
-    vy = vy.to(g00.dtype)
-    vz = vz.to(g00.dtype)
+def _rodrigues_vjp(vx, vy, vz, g00, g01, g02, g10, g11, g12, g20, g21, g22, ok):
+    """dL/dv of L(R(v)) from G = dL/dR (entries g00..g22): see the header."""
     ex = vx + 1e-8
     ey = vy + 1e-8
     ez = vz + 1e-8
@@ -135,30 +119,96 @@ def _rodrigues_backward_kernel(
     guz = s * wz + c1 * (sz - 2.0 * tr * uz)
     uGu = 0.5 * (ux * sx + uy * sy + uz * sz)
     ga = c * (ux * wx + uy * wy + uz * wz) + s * (uGu - uu * tr) - _div_ieee(gux * ux + guy * uy + guz * uz, a)
-    _store3(grad_aa_ptr + n * 3, _div_ieee(gux + ga * ex, a), _div_ieee(guy + ga * ey, a), _div_ieee(guz + ga * ez, a),
-            ok)
+    return _div_ieee(gux + ga * ex, a), _div_ieee(guy + ga * ey, a), _div_ieee(guz + ga * ez, a)
+
+
+@triton.jit
+def _rodrigues_forward_kernel(
+    aa_ptr,  # (N, 3) axis-angle vectors, contiguous
+    rot_ptr,  # (N, 9) out: row-major rotation matrices, contiguous
+    N,  # number of rotations
+    BLOCK: tl.constexpr,  # rotations a program (one a lane)
+):
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = n < N
+    vx, vy, vz = _load3(aa_ptr + n * 3, ok)
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = _rodrigues(vx, vy, vz, ok)
+    row = rot_ptr + n * 9
+    _store3(row, r00, r01, r02, ok)
+    _store3(row + 3, r10, r11, r12, ok)
+    _store3(row + 6, r20, r21, r22, ok)
+
+
+@triton.jit
+def _rodrigues_backward_kernel(
+    aa_ptr,  # (N, 3) axis-angle vectors of the forward, contiguous
+    grad_rot_ptr,  # (N, 9) upstream dL/dR, row-major, contiguous
+    grad_aa_ptr,  # (N, 3) out: dL/dv, contiguous
+    N,  # number of rotations
+    BLOCK: tl.constexpr,  # rotations a program
+):
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = n < N
+    vx, vy, vz = _load3(aa_ptr + n * 3, ok)
+    g00, g01, g02, g10, g11, g12, g20, g21, g22 = _load_rot(grad_rot_ptr + n * 9, 3, ok)
+    gx, gy, gz = _rodrigues_vjp(vx, vy, vz, g00, g01, g02, g10, g11, g12, g20, g21, g22, ok)
+    _store3(grad_aa_ptr + n * 3, gx, gy, gz, ok)
+
+
+@triton.jit
+def _joint_rotation(aa_b, rot_b, i, ok, FROM_AA: tl.constexpr):
+    """R_i of the bodies' lanes: Rodrigues of aa_b[i] (also stored to rot_b[i]) or loaded from rot_b[i]."""
+    if FROM_AA:
+        vx, vy, vz = _load3(aa_b + i * 3, ok)
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = _rodrigues(vx, vy, vz, ok)
+        _store3(rot_b + i * 9, r00, r01, r02, ok)
+        _store3(rot_b + i * 9 + 3, r10, r11, r12, ok)
+        _store3(rot_b + i * 9 + 6, r20, r21, r22, ok)
+        return r00, r01, r02, r10, r11, r12, r20, r21, r22
+    else:
+        return _load_rot(rot_b + i * 9, 3, ok)
+
+
+@triton.jit
+def _store_joint_grad(grot_b, aa_b, gup_b, i, g00, g01, g02, g10, g11, g12, g20, g21, g22, ok,
+                      FROM_AA: tl.constexpr):
+    """Store dL/dR_i (the chain's share), or with FROM_AA add the rotmats output's own upstream
+    gradient and store dL/daa_i through Rodrigues' vjp."""
+    if FROM_AA:
+        u00, u01, u02, u10, u11, u12, u20, u21, u22 = _load_rot(gup_b + i * 9, 3, ok)
+        vx, vy, vz = _load3(aa_b + i * 3, ok)
+        gx, gy, gz = _rodrigues_vjp(vx, vy, vz, g00 + u00, g01 + u01, g02 + u02, g10 + u10, g11 + u11, g12 + u12,
+                                    g20 + u20, g21 + u21, g22 + u22, ok)
+        _store3(grot_b + i * 3, gx, gy, gz, ok)
+    else:
+        _store3(grot_b + i * 9, g00, g01, g02, ok)
+        _store3(grot_b + i * 9 + 3, g10, g11, g12, ok)
+        _store3(grot_b + i * 9 + 6, g20, g21, g22, ok)
 
 
 @triton.jit
 def _kinematic_chain_forward_kernel(
-    rot_ptr,  # (B, J, 9) local rotations, row-major, contiguous
+    aa_ptr,  # (B, J, 3) axis-angle, contiguous (read only when FROM_AA)
+    rot_ptr,  # (B, J, 9) local rotations, row-major, contiguous (out when FROM_AA, else in)
     rest_ptr,  # (B, J, 3) rest joints, contiguous
     parents_ptr,  # (J,) int32 parent of each joint (parents[0] unused), parents[i] < i
     posed_ptr,  # (B, J, 3) out: posed joints t_i, contiguous
     trans_ptr,  # (B, J, 12) out: [W_i | t_i - W_i J_i] row-major 3x4, contiguous
     B,  # number of bodies
     J,  # number of joints
+    FROM_AA: tl.constexpr,  # fused Rodrigues: R_i = rodrigues(aa_i), stored to rot_ptr
     BLOCK_B: tl.constexpr,  # bodies a program (one a lane; 32 x num_warps so no lane is shared)
 ):
     b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     ok = b < B
+    aa_b = aa_ptr + b * (J * 3)
     rot_b = rot_ptr + b * (J * 9)
     rest_b = rest_ptr + b * (J * 3)
     posed_b = posed_ptr + b * (J * 3)
     trans_b = trans_ptr + b * (J * 12)
 
     # joint 0: W = R_0, t = J_0
-    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _load_rot(rot_b, 3, ok)
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _joint_rotation(aa_b, rot_b, 0, ok, FROM_AA)
     jx, jy, jz = _load3(rest_b, ok)
     _store3(posed_b, jx, jy, jz, ok)
     _store3(trans_b, w00, w01, w02, ok)
@@ -173,7 +223,7 @@ def _kinematic_chain_forward_kernel(
         tl.debug_barrier()  # the parent's W_p, t_p were stored by this program in an earlier step
         p00, p01, p02, p10, p11, p12, p20, p21, p22 = _load_rot(trans_b + p * 12, 4, ok)
         tpx, tpy, tpz = _load3(posed_b + p * 3, ok)
-        r00, r01, r02, r10, r11, r12, r20, r21, r22 = _load_rot(rot_b + i * 9, 3, ok)
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = _joint_rotation(aa_b, rot_b, i, ok, FROM_AA)
         jx, jy, jz = _load3(rest_b + i * 3, ok)
         qx, qy, qz = _load3(rest_b + p * 3, ok)
         rx = jx - qx
@@ -205,17 +255,20 @@ def _kinematic_chain_forward_kernel(
 
 @triton.jit
 def _kinematic_chain_backward_kernel(
+    aa_ptr,  # (B, J, 3) axis-angle of the forward, contiguous (read only when FROM_AA)
     rot_ptr,  # (B, J, 9) local rotations of the forward, contiguous
     rest_ptr,  # (B, J, 3) rest joints, contiguous
     parents_ptr,  # (J,) int32 parents
     trans_ptr,  # (B, J, 12) forward transforms (rotation columns = world rotations W_i), contiguous
     grad_posed_ptr,  # (B, J, 3) upstream dL/d posed, contiguous
     grad_trans_ptr,  # (B, J, 12) upstream dL/d transforms, contiguous
+    grad_rot_up_ptr,  # (B, J, 9) upstream dL/d rotmats output, contiguous (read only when FROM_AA)
     acc_ptr,  # (B, J, 12) zeroed scratch: children's contributions [gW (9) | gt (3)]
-    grad_rot_ptr,  # (B, J, 9) out: dL/d rotmats, contiguous
+    grad_rot_ptr,  # out: (B, J, 9) dL/d rotmats, or (B, J, 3) dL/d axis-angle when FROM_AA; contiguous
     grad_rest_ptr,  # (B, J, 3) zeroed in/out: children's -W^T gt, then dL/d rest joints
     B,  # number of bodies
     J,  # number of joints
+    FROM_AA: tl.constexpr,  # fused Rodrigues: write dL/d axis-angle (chain + rotmats-output shares)
     BLOCK_B: tl.constexpr,  # bodies a program (one a lane)
 ):
     b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -226,7 +279,12 @@ def _kinematic_chain_backward_kernel(
     gp_b = grad_posed_ptr + b * (J * 3)
     gtr_b = grad_trans_ptr + b * (J * 12)
     acc_b = acc_ptr + b * (J * 12)
-    grot_b = grad_rot_ptr + b * (J * 9)
+    aa_b = aa_ptr + b * (J * 3)
+    gup_b = grad_rot_up_ptr + b * (J * 9)
+    if FROM_AA:
+        grot_b = grad_rot_ptr + b * (J * 3)
+    else:
+        grot_b = grad_rot_ptr + b * (J * 9)
     grest_b = grad_rest_ptr + b * (J * 3)
 
     for k in range(0, J):
@@ -270,13 +328,12 @@ def _kinematic_chain_backward_kernel(
             ry = jy - qy
             rz = jz - qz
             # gR_i = W_p^T gW_i
-            row = grot_b + i * 9
-            _store3(row, p00 * g00 + p10 * g10 + p20 * g20, p00 * g01 + p10 * g11 + p20 * g21,
-                    p00 * g02 + p10 * g12 + p20 * g22, ok)
-            _store3(row + 3, p01 * g00 + p11 * g10 + p21 * g20, p01 * g01 + p11 * g11 + p21 * g21,
-                    p01 * g02 + p11 * g12 + p21 * g22, ok)
-            _store3(row + 6, p02 * g00 + p12 * g10 + p22 * g20, p02 * g01 + p12 * g11 + p22 * g21,
-                    p02 * g02 + p12 * g12 + p22 * g22, ok)
+            _store_joint_grad(grot_b, aa_b, gup_b, i,
+                              p00 * g00 + p10 * g10 + p20 * g20, p00 * g01 + p10 * g11 + p20 * g21,
+                              p00 * g02 + p10 * g12 + p20 * g22, p01 * g00 + p11 * g10 + p21 * g20,
+                              p01 * g01 + p11 * g11 + p21 * g21, p01 * g02 + p11 * g12 + p21 * g22,
+                              p02 * g00 + p12 * g10 + p22 * g20, p02 * g01 + p12 * g11 + p22 * g21,
+                              p02 * g02 + p12 * g12 + p22 * g22, ok, FROM_AA)
             # grel = W_p^T gt_i: goes to J_i (+) and J_p (-)
             gqx = p00 * gtx + p10 * gty + p20 * gtz
             gqy = p01 * gtx + p11 * gty + p21 * gtz
@@ -300,8 +357,5 @@ def _kinematic_chain_backward_kernel(
             _store3(prow + 9, bx + gtx, by + gty, bz + gtz, ok)
         else:
             # root: gR_0 = gW_0; rel_0 = J_0 so gJ_0 also gets gt_0
-            row = grot_b
-            _store3(row, g00, g01, g02, ok)
-            _store3(row + 3, g10, g11, g12, ok)
-            _store3(row + 6, g20, g21, g22, ok)
+            _store_joint_grad(grot_b, aa_b, gup_b, 0, g00, g01, g02, g10, g11, g12, g20, g21, g22, ok, FROM_AA)
             _store3(grest_b, gjx + gtx, gjy + gty, gjz + gtz, ok)
