@@ -132,19 +132,13 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def build_smplify(cfg: TrainConfig, paths, body, device):
-    """SMPLify as the step expects it: (pose, betas, cam_t, kp2d) -> (pose, betas, cam_t, joint_loss)."""
+    """The SMPLify fitter the step calls (None when disabled)."""
     if not cfg.smplify.enabled:
         return None
-    from spin_fast.smplify.fit import SMPLify
+    from spin_fast.smplify import SMPLify
 
-    fitter = SMPLify(body=body, gmm_path=paths.gmm, stage1_iters=cfg.smplify.stage1_iters,
-                     stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device)
-
-    def run(pose, betas, cam_t, kp2d):
-        r = fitter(pose, betas, cam_t, kp2d)
-        return r.pose, r.betas, r.cam_t, r.joint_loss
-
-    return run
+    return SMPLify(body=body, gmm_path=paths.gmm, stage1_iters=cfg.smplify.stage1_iters,
+                   stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device)
 
 
 def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) -> dict:
@@ -247,6 +241,11 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
         if step % cfg.ckpt_every == 0 or step == total_steps:
             _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
     logger.close()
+    if world > 1:
+        # DDP re-broadcasts rank 0's buffers (BatchNorm statistics) at every forward; do it once more
+        # so the ranks also end identical (parameters already are: gradients are all-reduced)
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
     if rank == 0 and (work_dir / "log.csv").is_file():
         plot_loss_curve(work_dir / "log.csv", work_dir / "loss_curve.png")
     if world > 1:

@@ -34,7 +34,7 @@ class StepContext:
     model: torch.nn.Module
     body: Any                    # spin_fast.body.BodyModel (neutral)
     fits: Any                    # spin_fast.smplify.FitsStore
-    smplify: Callable | None     # (pose (B,72), betas (B,10), cam_t (B,3), kp2d (B,49,3)) -> (pose, betas, cam_t, joint_loss (B,49))
+    smplify: Any                 # spin_fast.smplify.SMPLify, or None (fits then come from the store only)
     loss_weights: dict
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
@@ -83,13 +83,15 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
         s_betas, s_body, s_orient = _fit_to_smpl(stored)
         stored_joints = ctx.body.joints_only(s_betas, s_body, s_orient, joint_set="smpl_49")
         stored_cam = estimate_camera_translation(stored_joints, kp2d).translation
-        stored_loss = fitting_loss(stored_joints, stored_cam, kp2d)
         if ctx.smplify is not None:
+            # the stored fit's loss in the fitter's own units (SPIN pixels or mmhuman3d normalised)
+            stored_loss = ctx.smplify.joint_loss(stored[:, :72], s_betas, stored_cam, kp2d)
             pred_aa = rotmat_to_axis_angle(pred_rotmat.detach()).reshape(B, 72)
             pred_aa = torch.nan_to_num(pred_aa, nan=0.0)
-            new_pose, new_betas, new_cam, new_loss = ctx.smplify(pred_aa, pred_betas.detach(), pred_cam_t.detach(), kp2d)
-            new_fit = torch.cat([new_pose, new_betas], 1)
+            res = ctx.smplify(pred_aa, pred_betas.detach(), pred_cam_t.detach(), kp2d)
+            new_fit, new_cam, new_loss = torch.cat([res.pose, res.betas], 1), res.cam_t, res.joint_loss
         else:
+            stored_loss = fitting_loss(stored_joints, stored_cam, kp2d)
             new_fit, new_cam = stored, stored_cam
             new_loss = torch.full_like(stored_loss, float("inf"))
         gt_fit = torch.cat([batch["pose"].float(), batch["betas"].float()], 1)
