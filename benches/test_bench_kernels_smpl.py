@@ -1,6 +1,7 @@
 """SMPL ops, forward + backward: torch reference vs our Triton kernel (and smplx's whole model).
 
-Groups `<op>-B{64,1024}` for op in rodrigues, kinematic_chain, skinning, joints_only. Rows:
+Groups `<op>-B{64,1024}` for op in rodrigues, kinematic_chain, rodrigues_chain (the two fused),
+skinning, joints_only. Rows:
 `torch` (the op's reference in spin_fast_kernels, on the session device), `triton` (ours; CUDA
 only, skipped on CPU) and, for skinning and joints_only, `smplx` (smplx.SMPL's full
 forward+backward from (betas, body_pose, global_orient) to the vertices / the 45 joints: what the
@@ -16,6 +17,7 @@ from spin_fast.body import BodyModel
 from spin_fast.body.io import load_smpl
 from spin_fast.constants import SMPL_PARENTS
 from spin_fast_kernels.joints_only.reference import joints_only_torch
+from spin_fast_kernels.kinematic_chain import rodrigues_chain_torch
 from spin_fast_kernels.kinematic_chain.reference import kinematic_chain_torch, rodrigues_torch
 from spin_fast_kernels.skinning.reference import skinning_torch
 
@@ -53,6 +55,8 @@ def _inputs(op, B, body):
     rest = body.J_template + torch.einsum("bs,jcs->bjc", shape, body.J_shapedirs)
     if op == "kinematic_chain":
         return [R, rest], [SMPL_PARENTS]
+    if op == "rodrigues_chain":
+        return [aa, rest], [SMPL_PARENTS]
     betas = torch.randn(B, 10, generator=g).to(dev)
     pose_feature = (R[:, 1:] - torch.eye(3, device=dev)).reshape(B, 207)
     _, transforms = kinematic_chain_torch(R, rest, SMPL_PARENTS)
@@ -66,11 +70,13 @@ def _inputs(op, B, body):
 def _op_fn(op, impl):
     if impl == "torch":
         return {"rodrigues": rodrigues_torch, "kinematic_chain": kinematic_chain_torch,
-                "skinning": skinning_torch, "joints_only": joints_only_torch}[op]
-    if op in ("rodrigues", "kinematic_chain"):
-        from spin_fast_kernels.kinematic_chain.function import kinematic_chain_triton, rodrigues_triton
+                "rodrigues_chain": rodrigues_chain_torch, "skinning": skinning_torch,
+                "joints_only": joints_only_torch}[op]
+    if op in ("rodrigues", "kinematic_chain", "rodrigues_chain"):
+        from spin_fast_kernels.kinematic_chain import function as f
 
-        return rodrigues_triton if op == "rodrigues" else kinematic_chain_triton
+        return {"rodrigues": f.rodrigues_triton, "kinematic_chain": f.kinematic_chain_triton,
+                "rodrigues_chain": f.rodrigues_chain_triton}[op]
     if op == "skinning":
         from spin_fast_kernels.skinning.function import skinning_triton
 
@@ -100,7 +106,7 @@ def _smplx_step(smpl, op, B, device):
     return step
 
 
-CASES = [(op, impl) for op in ("rodrigues", "kinematic_chain") for impl in ("torch", "triton")] + [
+CASES = [(op, impl) for op in ("rodrigues", "kinematic_chain", "rodrigues_chain") for impl in ("torch", "triton")] + [
     (op, impl) for op in ("skinning", "joints_only") for impl in ("smplx", "torch", "triton")]
 
 
