@@ -20,31 +20,17 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from spin_fast.atomic import atomic_write_bytes
 from spin_fast.constants import FOCAL_LENGTH, IMG_RES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MESH_COLOR = (0.65, 0.74, 0.86)
 ALPHA = 0.85
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_bboxes(path: str | os.PathLike, image_names: list[str]) -> dict[str, np.ndarray]:
@@ -172,13 +158,13 @@ def main(argv=None) -> list[Path]:
         buf = io.BytesIO()
         Image.fromarray(canvas).save(buf, format="PNG")
         target = out_dir / f"{f.stem}.png"
-        _atomic_write(target, buf.getvalue())
+        atomic_write_bytes(target, buf.getvalue())
         written.append(target)
         predictions[f.name] = {
             "bbox_xywh": [float(b) for b in bbox], "cam": cam[0].tolist(), "cam_t_crop": cam_t.tolist(),
             "betas": betas[0].tolist(), "pose_axis_angle": rotmat_to_axis_angle(rotmat[0]).reshape(72).tolist()}
         print(f"{f.name} -> {target}", file=sys.stderr)
-    _atomic_write(out_dir / "predictions.json", (json.dumps(predictions, indent=1) + "\n").encode())
+    atomic_write_bytes(out_dir / "predictions.json", (json.dumps(predictions, indent=1) + "\n").encode())
     return written
 
 

@@ -22,13 +22,13 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 import types
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 
+from spin_fast.atomic import atomic_write_bytes
 from spin_fast.config import AssetPaths
 from spin_fast.constants import NUM_JOINTS, SMPL_PARENTS
 
@@ -79,19 +79,6 @@ def _fake_modules():
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = m
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

@@ -57,7 +57,6 @@ def _sparse_class(fmt: str) -> type:
 
 
 def _numpy_global(name: str):
-    import numpy.core.multiarray  # noqa: F401  (numpy 2 keeps the old path as an alias)
 
     allowed = {
         "_reconstruct": np._core.multiarray._reconstruct,

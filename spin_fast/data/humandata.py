@@ -25,15 +25,14 @@ expected.
 """
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from spin_fast.atomic import atomic_write
 from spin_fast.constants import HUMAN_DATA_NUM_KEYPOINTS, HUMAN_DATA_TO_SPIN_49, NUM_BETAS, NUM_SPIN_JOINTS
 
 _K = HUMAN_DATA_NUM_KEYPOINTS
@@ -368,17 +367,7 @@ def write_humandata(path: str | os.PathLike, *, image_path: Sequence[str], bbox_
     out["__data_len__"] = np.array(n)
     out["__keypoints_compressed__"] = np.array(bool(compress_keypoints and (keypoints2d is not None
                                                                              or keypoints3d is not None)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if zip_compress else np.savez)(f, **out)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: (np.savez_compressed if zip_compress else np.savez)(f, **out))
 
 
 def load_static_fits(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
@@ -401,9 +390,4 @@ def write_static_fits(path: str | os.PathLike, fits: np.ndarray) -> Path:
     fits = np.asarray(fits, dtype=np.float32)
     if fits.ndim != 2 or fits.shape[1] != 72 + NUM_BETAS:
         raise ValueError(f"fits: expected (N, 82), got {fits.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, fits)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: np.save(f, fits))

@@ -22,12 +22,12 @@ import colorsys
 import io
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from spin_fast.atomic import atomic_write_bytes
 from spin_fast.config import AssetPaths
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from spin_fast.data.humandata import spin49_to_humandata, write_humandata, write_static_fits
@@ -124,14 +124,6 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 
 # --- one dataset ------------------------------------------------------------------------------------
-def _atomic_bytes(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.random.Generator) -> dict:
     """Render n samples of dataset `name` and write its images, HumanData file and static fits."""
     from PIL import Image
@@ -173,7 +165,7 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
         rel = f"images/{i:05d}.jpg"
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(80, 96)))
-        _atomic_bytes(image_dir / rel, buf.getvalue())
+        atomic_write_bytes(image_dir / rel, buf.getvalue())
         image_paths.append(rel)
         uv = project(joints[i] + t, focal, center)
         visible = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (rng.uniform(size=49) > 0.1)
@@ -222,7 +214,7 @@ def write_synthetic_datasets(root: str | os.PathLike, assets: str | os.PathLike 
     n = per_dataset if per_dataset is not None else PER_DATASET * int(scale)
     for k, name in enumerate(names):
         render_dataset(name, n, paths, bodies, np.random.default_rng([seed, k]))
-    _atomic_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
+    atomic_write_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
     return paths
 
 

@@ -15,16 +15,14 @@ normalised, pose (B,72) axis-angle, betas (B,10) and gender (B,) (0 male, 1 fema
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
+from spin_fast.atomic import atomic_write_json
 from spin_fast.evaluate.metrics import pw3d_metrics
 from spin_fast.geometry import rot6d_to_rotmat
 
@@ -206,21 +204,8 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
-    """json.dump to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The results as JSON, written atomically (temporary file, fsync, rename)."""
+    atomic_write_json(obj, path)
 
 
 def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust: bool = False,

@@ -16,13 +16,13 @@ As in SPIN, the table keeps the raw better fit: the beta reset and the GT overri
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from spin_fast.atomic import atomic_torch_save
 from spin_fast.constants import BETA_RESET_THRESHOLD, FIT_VALID_THRESHOLD, NUM_BETAS
 from spin_fast.geometry import flip_pose, rotate_global_orient
 
@@ -235,19 +235,7 @@ class FitsStore:
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic: written to a temporary file beside `path`, then renamed over it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(self.state_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_torch_save(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "FitsStore":

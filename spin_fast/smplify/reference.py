@@ -16,7 +16,7 @@ samples independent (SPEC.md) and equals running every sample alone.
 """
 from __future__ import annotations
 
-import math
+
 from typing import NamedTuple
 
 import numpy as np

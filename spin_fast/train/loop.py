@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from spin_fast.atomic import atomic_torch_save, atomic_write
 from spin_fast.config import default_device, resolve_data_root
 from spin_fast.train.checkpoint import _unwrap, load_checkpoint, save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, from_dict, to_dict
@@ -120,9 +121,7 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     d.rectangle([pad, pad, W - pad, H - pad], outline="black")
     d.line([xy(s, v) for s, v in zip(steps, loss)], fill=(200, 40, 40), width=2)
     d.text((pad, 10), f"training loss (steps {s0}-{s1}; {lo:.3g} .. {hi:.3g})", fill="black")
-    tmp = png_path.with_suffix(".tmp.png")
-    img.save(tmp)
-    os.replace(tmp, png_path)
+    atomic_write(png_path, lambda fh: img.save(fh, format="PNG"))
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -272,8 +271,6 @@ def _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, wo
         if world > 1:  # add every rank's RNG state (rewrites the same files atomically)
             ckpt = load_checkpoint(work_dir)
             ckpt["rng"] = {"per_rank": states}
-            from spin_fast.train.checkpoint import atomic_torch_save
-
             atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / f"step_{step:07d}.pth")
             atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / "latest.pth")
     if world > 1:
