@@ -14,37 +14,26 @@ Math (smplx.lbs, SPEC.md "SMPL forward"):
 Joint sets: 'smpl_24' (posed kinematic joints), 'smpl_45' (+ the 21 smplx landmark vertices),
 'smpl_54' (+ J_regressor_extra), 'smpl_49' (SPIN's, smpl_54[SMPL_54_TO_49]), 'h36m_17'.
 Each op (rodrigues, kinematic chain, skinning, joints-only) is called through `spin_fast_kernels`'
-public dispatching function when it exists, else its torch reference, with the same signature.
+public dispatching function (Triton for CUDA tensors, the torch reference otherwise).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse
 import torch
 
 from spin_fast.constants import LANDMARK_VERTEX_IDS, NUM_JOINTS, SMPL_54_TO_49
+from spin_fast_kernels.joints_only import joints_only as joints_only_op
 from spin_fast_kernels.joints_only.reference import fold_regressor
+from spin_fast_kernels.kinematic_chain import kinematic_chain, rodrigues
+from spin_fast_kernels.skinning import skinning
 
 JOINT_SETS = ("smpl_24", "smpl_45", "smpl_54", "smpl_49", "h36m_17")
 NUM_LANDMARKS = len(LANDMARK_VERTEX_IDS)
 
 
-def _op(package: str, name: str) -> Callable:
-    """The public dispatching op `spin_fast_kernels.<package>.<name>` if it exists, else the
-    torch reference `spin_fast_kernels.<package>.reference.<name>_torch` (same signature)."""
-    try:
-        return getattr(importlib.import_module(f"spin_fast_kernels.{package}"), name)
-    except (ImportError, AttributeError):
-        return getattr(importlib.import_module(f"spin_fast_kernels.{package}.reference"), f"{name}_torch")
-
-
-rodrigues = _op("kinematic_chain", "rodrigues")
-kinematic_chain = _op("kinematic_chain", "kinematic_chain")
-skinning = _op("skinning", "skinning")
-joints_only_op = _op("joints_only", "joints_only")
 
 
 class BodyOutput(NamedTuple):

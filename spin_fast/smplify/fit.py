@@ -21,7 +21,6 @@ never disturbs the others) and returned with its input fit, inf losses and valid
 """
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -38,24 +37,14 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.smplify.camera import default_translation
 from spin_fast.smplify.reference import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
+from spin_fast_kernels.gmm_prior import gmm_prior
+from spin_fast_kernels.gmm_prior.reference import gmm_constants
+from spin_fast_kernels.reprojection import reprojection_loss
 
 NUM_KEYPOINTS = 49
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 _GRAPH_CACHE_SIZE = 4
-
-
-def _op(package: str, name: str) -> Callable:
-    """The public op `spin_fast_kernels.<package>.<name>`, else its torch reference `<name>_torch`."""
-    try:
-        return getattr(importlib.import_module(f"spin_fast_kernels.{package}"), name)
-    except (ImportError, AttributeError):
-        return getattr(importlib.import_module(f"spin_fast_kernels.{package}.reference"), f"{name}_torch")
-
-
-gmm_prior = _op("gmm_prior", "gmm_prior")
-reprojection_loss = _op("reprojection", "reprojection_loss")
-from spin_fast_kernels.gmm_prior.reference import gmm_constants  # noqa: E402
 
 
 @dataclass(frozen=True)

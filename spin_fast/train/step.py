@@ -23,10 +23,7 @@ from spin_fast.smplify.camera import estimate_camera_translation
 from spin_fast.smplify.fits import reaugment
 from spin_fast.train import losses as L
 
-try:  # the fused op when it exists, else its torch reference
-    from spin_fast_kernels.reprojection import reprojection_loss
-except ImportError:  # pragma: no cover
-    from spin_fast_kernels.reprojection import reprojection_loss_torch as reprojection_loss
+from spin_fast_kernels.reprojection import reprojection_loss
 
 
 @dataclass
