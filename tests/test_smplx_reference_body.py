@@ -93,3 +93,26 @@ def test_joint_loss_matches_fast_smplify(bodies, synthetic_assets):
         assert got.shape == (B, 49) and float(want.abs().sum()) > 0
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
         assert float(got[:, 1].abs().max()) == 0.0  # an ignored joint
+
+
+def test_reference_fitter_runs_under_no_grad(bodies, synthetic_assets):
+    """train_step calls the fitter inside torch.no_grad(): the fit is the same as outside it."""
+    ours, _, (smpl, extra) = bodies
+    gmm = load_gmm(synthetic_assets.gmm)
+    B = 3
+    betas, body_pose, orient, _ = inputs(B, seed=4)
+    orient = orient + torch.tensor([math.pi, 0.0, 0.0])
+    cam = torch.tensor([0.0, 0.1, 45.0]).repeat(B, 1)
+    from spin_fast.geometry import perspective_projection
+
+    with torch.no_grad():
+        kp = torch.cat([perspective_projection(ours.joints_only(betas, body_pose, orient), cam),
+                        torch.ones(B, 49, 1)], -1)
+    ref = SMPLifyReferenceInLoop(smpl, extra, gmm, stage1_iters=3, stage2_iters=3)
+    start = (torch.cat([orient, 0.5 * body_pose], 1), torch.zeros(B, 10), cam * 1.05, kp)
+    free = ref(*start)
+    with torch.no_grad():
+        inside = ref(*start)
+    assert int(free.iterations.sum()) == B * 6 and not torch.equal(free.pose, start[0])
+    torch.testing.assert_close(inside.pose, free.pose, rtol=0, atol=0)
+    torch.testing.assert_close(inside.joint_loss, free.joint_loss, rtol=0, atol=0)

@@ -5,7 +5,8 @@ training-step benchmark (benches/test_bench_train_step.py).
 sets) but evaluates everything the way SPIN does: smplx.SMPL's full mesh forward (45 smplx joints)
 and the extra regressors applied to its vertices. `joints_only` is the full forward's joints: no
 shortcut, the mesh is built every call. `SMPLifyReferenceInLoop` is `SMPLifyReference` plus the
-`joint_loss` method that `spin_fast.train.step.train_step` calls on the fitter.
+`joint_loss` method that `spin_fast.train.step.train_step` calls on the fitter, and runs
+under the step's torch.no_grad() (as the fast SMPLify does).
 """
 from __future__ import annotations
 
@@ -125,7 +126,11 @@ class SmplxBody(torch.nn.Module):
 class SMPLifyReferenceInLoop(SMPLifyReference):
     """SMPLifyReference with the `joint_loss` the training step scores stored fits with (the same
     numbers as spin_fast.smplify.SMPLify.joint_loss: stage-2 data term per joint, ignored joints at
-    zero confidence, this flavor's units)."""
+    zero confidence, this flavor's units), callable under torch.no_grad() as train_step calls it."""
+
+    def __call__(self, *args, **kw):
+        with torch.enable_grad():  # the stages backpropagate through smplx; the step's block is no_grad
+            return super().__call__(*args, **kw)
 
     def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
                    center: torch.Tensor | None = None) -> torch.Tensor:
