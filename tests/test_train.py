@@ -141,17 +141,22 @@ def test_two_process_gloo_ranks_identical(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_loss_decreases_over_100_steps(data_root, tmp_path):
-    from spin_fast.train.loop import train
-
-    cfg = small_config(data_root, tmp_path / "learn", max_steps=100, log_every=10, ckpt_every=100,
-                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "optim.lr": 3e-4})
-    train(cfg)
+    """ResNet-18 on one small synthetic dataset (32 images, batch 8, so ~25 passes over it):
+    the mean training loss of the last 20 steps is clearly below that of the first 20."""
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "learn" / "log.csv")))
-    first = sum(float(r["keypoints2d"]) for r in rows[:2]) / 2
-    last = sum(float(r["keypoints2d"]) for r in rows[-2:]) / 2
-    assert last < 0.7 * first, (first, last)
+    from spin_fast.train.loop import train
+
+    cfg = small_config(data_root, tmp_path / "learn", max_steps=100, log_every=1, ckpt_every=100,
+                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "data.batch_size": 8,
+                          "data.mix": "{h36m: 1.0}", "data.rot_prob": 0})
+    train(cfg)
+    with open(tmp_path / "learn" / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 100
+    first = sum(float(r["loss"]) for r in rows[:20]) / 20
+    last = sum(float(r["loss"]) for r in rows[-20:]) / 20
+    assert last < 0.9 * first, (first, last)
 
 
 def test_missing_asset_files_are_named(tmp_path):
