@@ -68,7 +68,7 @@ def test_two_steps_end_to_end(data_root, tmp_path):
 def _run_cli(args, env=None, **kw):
     env = {**os.environ, **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "spin_fast.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
 def _cli_args(data_root, work_dir, steps):
@@ -89,7 +89,7 @@ def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path):
     deadline = time.time() + 600
     while not ckpt2.exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    run.send_signal(signal.SIGKILL)  # killed somewhere after its step-2 checkpoint
+    os.killpg(run.pid, signal.SIGKILL)  # the run and its loader workers, somewhere after its step-2 checkpoint
     run.communicate()
     assert ckpt2.exists()
     killed_at = load_checkpoint(tmp_path / "killed")["meta"]["step"]

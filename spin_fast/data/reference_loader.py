@@ -77,6 +77,13 @@ def _collate(outputs):
     return torch.tensor(rows, dtype=torch.long), stacked, errors
 
 
+def _worker_context():
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 class ReferenceLoader:
     """Batches of a planner through a torch DataLoader with `threads` worker processes (0: inline).
 
@@ -92,7 +99,10 @@ class ReferenceLoader:
         items = _PlanItems(self.planner, step, self.num_steps)
         loader = torch.utils.data.DataLoader(
             _CropDataset(self.skip_bad_images), batch_sampler=items, num_workers=self.threads,
-            collate_fn=_collate, prefetch_factor=2 if self.threads > 0 else None)
+            collate_fn=_collate, prefetch_factor=2 if self.threads > 0 else None,
+            # workers come from a fresh single-threaded server process, never forked from this one: a
+            # fork of a process whose other threads (OpenMP, DALI, torch) hold a lock can deadlock
+            multiprocessing_context=_worker_context() if self.threads > 0 else None)
         for rows, imgs, errors in loader:
             plan = items.plans.popleft()
             if errors:
