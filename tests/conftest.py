@@ -23,6 +23,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def triton_backend(monkeypatch):
+    """Force the Triton path (the interpreter on CPU tensors, compiled kernels on CUDA ones)."""
+    monkeypatch.setenv("SPIN_FAST_BACKEND", "triton")
+
+
 @pytest.fixture(scope="session")
 def synthetic_assets(tmp_path_factory):
     """A freshly generated synthetic SMPL stand-in (mmhuman3d layout) shared by the session."""

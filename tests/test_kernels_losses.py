@@ -17,6 +17,7 @@ import sys
 import pytest
 import torch
 
+from kernel_checks import assert_as_good_as_torch, batches
 from spin_fast.assets import make_gmm
 from spin_fast_kernels.gmm_prior import gmm_constants, gmm_prior, gmm_prior_torch
 from spin_fast_kernels.gmm_prior.function import gmm_prior_triton
@@ -26,28 +27,6 @@ HAS_CUDA = torch.cuda.is_available()
 # Triton-path tests run where the kernels can: under the interpreter on CPU (TRITON_INTERPRET is set
 # by tests/conftest.py only without CUDA), compiled on the GPU (and at full batch size) with one.
 DEV = "cuda" if HAS_CUDA else "cpu"
-ODD_BATCHES = [1, 3, 17]
-
-
-def batches(device):
-    return ODD_BATCHES + ([1024] if device == "cuda" else [])
-
-
-@pytest.fixture
-def triton_backend(monkeypatch):
-    monkeypatch.setenv("SPIN_FAST_BACKEND", "triton")
-
-
-def assert_as_good_as_torch(ours, torch32, ref64, what):
-    """|ours - ref64| <= 2 |torch32 - ref64| + 1e-6 max|ref64|, elementwise maxima."""
-    ref64 = ref64.double()
-    err_ours = (ours.double() - ref64).abs().max().item()
-    err_torch = (torch32.double() - ref64).abs().max().item()
-    floor = 1e-6 * ref64.abs().max().item()
-    assert err_ours <= 2 * err_torch + floor, (
-        f"{what}: kernel error {err_ours:.3g} > 2 x torch fp32 error {err_torch:.3g} + floor {floor:.3g}")
-
-
 # ---------------------------------------------------------------------------------------------
 # gmm_prior
 

@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 
+from kernel_checks import assert_as_good_as_torch, batches
 from spin_fast.constants import SMPL_PARENTS
 from spin_fast_kernels.joints_only import fold_regressor, joints_only, joints_only_torch
 from spin_fast_kernels.joints_only.function import joints_only_triton
@@ -35,13 +36,6 @@ from spin_fast_kernels.skinning.function import skinning_triton
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-ODD_BATCHES = [1, 3, 17]
-
-
-def batches(device, extra=()):
-    return ODD_BATCHES + list(extra) + ([1024] if device == "cuda" else [])
-
-
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """The tests run thousands of tiny ops (gradcheck, the interpreter): on a shared 2-core machine
@@ -52,24 +46,8 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture
-def triton_backend(monkeypatch):
-    monkeypatch.setenv("SPIN_FAST_BACKEND", "triton")
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def assert_as_good_as_torch(ours, torch32, ref64, what):
-    """|ours - ref64| <= 2 |torch32 - ref64| + 1e-6 max|ref64|, elementwise maxima."""
-    assert ours.shape == ref64.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref64.shape)}"
-    ref64 = ref64.double()
-    err_ours = (ours.double() - ref64).abs().max().item()
-    err_torch = (torch32.double() - ref64).abs().max().item()
-    floor = 1e-6 * ref64.abs().max().item()
-    assert err_ours <= 2 * err_torch + floor, (
-        f"{what}: kernel error {err_ours:.3g} > 2 x torch fp32 error {err_torch:.3g} + floor {floor:.3g}")
 
 
 def assert_close64(ours, ref, what):
