@@ -27,7 +27,7 @@ import torch
 from spin_fast.constants import LANDMARK_VERTEX_IDS, NUM_JOINTS, SMPL_54_TO_49
 from spin_fast_kernels.joints_only import joints_only as joints_only_op
 from spin_fast_kernels.joints_only.reference import fold_regressor
-from spin_fast_kernels.kinematic_chain import kinematic_chain, rodrigues
+from spin_fast_kernels.kinematic_chain import kinematic_chain, rodrigues, rodrigues_chain
 from spin_fast_kernels.skinning import skinning
 
 JOINT_SETS = ("smpl_24", "smpl_45", "smpl_54", "smpl_49", "h36m_17")
@@ -190,11 +190,17 @@ class BodyModel(torch.nn.Module):
         """Steps 1-4: rotations, pose feature, posed joints, transforms."""
         dtype = self.v_template.dtype
         betas = betas.to(dtype)
-        rotmats = self._rotmats(body_pose, global_orient, B)  # (B, 24, 3, 3)
+        rest = self.J_template + torch.einsum("bs,jcs->bjc", betas, self.J_shapedirs)  # (B, 24, 3)
+        nb = NUM_JOINTS - 1
+        if body_pose.shape in ((B, nb * 3), (B, nb, 3)) and global_orient.shape in ((B, 3), (B, 1, 3)):
+            # axis-angle in: Rodrigues and the chain in one fused op (one launch each way on CUDA)
+            aa = torch.cat([global_orient.reshape(B, 1, 3), body_pose.reshape(B, nb, 3)], dim=1).to(dtype)
+            rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list)
+        else:
+            rotmats = self._rotmats(body_pose, global_orient, B)  # (B, 24, 3, 3)
+            posed_joints, transforms = kinematic_chain(rotmats, rest, self.parents_list)
         eye = torch.eye(3, dtype=dtype, device=rotmats.device)
         pose_feature = (rotmats[:, 1:] - eye).reshape(B, -1)  # (B, 207)
-        rest = self.J_template + torch.einsum("bs,jcs->bjc", betas, self.J_shapedirs)  # (B, 24, 3)
-        posed_joints, transforms = kinematic_chain(rotmats, rest, self.parents_list)
         return betas, rotmats, pose_feature, posed_joints, transforms
 
     def _assemble(self, posed_joints, vertex_joints, transl, joint_set):
