@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from spin_fast.train import losses as L
-from spin_fast.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
+from spin_fast.atomic import atomic_torch_save
+from spin_fast.train.checkpoint import rng_state, set_rng_state
 from spin_fast.train.config import ConfigError, build_config, from_dict, to_dict
 from spin_fast.train.__main__ import main as train_main
 

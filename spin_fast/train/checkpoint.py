@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spin_fast.atomic import atomic_torch_save  # noqa: F401  (re-exported for callers)
+from spin_fast.atomic import atomic_torch_save
 
 CHECKPOINT_VERSION = 1
 
@@ -58,15 +58,16 @@ def _python_state_from_tensor(d) -> tuple:
 
 
 def save_checkpoint(work_dir: str | os.PathLike, step: int, model: torch.nn.Module, optimizer, scheduler,
-                    fits, config: dict, extra: dict | None = None) -> Path:
-    """Write step_XXXXXXX.pth and latest.pth under work_dir/checkpoints (both atomic)."""
+                    fits, config: dict, extra: dict | None = None, rng: dict | None = None) -> Path:
+    """Write step_XXXXXXX.pth and latest.pth under work_dir/checkpoints (both atomic). `rng`: the
+    RNG state to store (default this process's; the loop passes {'per_rank': [...]} under DDP)."""
     ckpt = {
         "meta": {"step": int(step), "config": config, "version": CHECKPOINT_VERSION},
         "state_dict": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "fits": fits.state_dict() if fits is not None else None,
-        "rng": rng_state(),
+        "rng": rng if rng is not None else rng_state(),
         "extra": extra or {},
     }
     folder = Path(work_dir) / "checkpoints"

@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from spin_fast.atomic import atomic_torch_save, atomic_write
+from spin_fast.atomic import atomic_write
 from spin_fast.config import default_device, resolve_data_root
 from spin_fast.train.checkpoint import _unwrap, load_checkpoint, save_checkpoint, set_rng_state
-from spin_fast.train.config import TrainConfig, from_dict, to_dict
+from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.step import StepContext, train_step
 
 
@@ -267,15 +267,7 @@ def _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, wo
         states = gathered
         dist.barrier()
     if rank == 0:
-        save_checkpoint(work_dir, step, model, optimizer, scheduler, fits, to_dict(cfg))
-        if world > 1:  # add every rank's RNG state (rewrites the same files atomically)
-            ckpt = load_checkpoint(work_dir)
-            ckpt["rng"] = {"per_rank": states}
-            atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / f"step_{step:07d}.pth")
-            atomic_torch_save(ckpt, Path(work_dir) / "checkpoints" / "latest.pth")
+        save_checkpoint(work_dir, step, model, optimizer, scheduler, fits, to_dict(cfg),
+                        rng={"per_rank": states} if world > 1 else states[0])
     if world > 1:
         dist.barrier()
-
-
-def config_from_checkpoint(work_dir: str | os.PathLike) -> TrainConfig:
-    return from_dict(load_checkpoint(work_dir)["meta"]["config"])
