@@ -215,3 +215,46 @@ def test_sampler_rejects_bad_config():
         MixedSampler([0, 5], [0.5, 0.5], 4)
     with pytest.raises(ValueError, match="rank"):
         MixedSampler([5], [1.0], 4, rank=2, world_size=2)
+
+
+def _steps_plans(src, n_steps, per_step, seed=7):
+    rng = np.random.default_rng(seed)
+    n = len(src.data[0])
+    plans = []
+    for k in range(n_steps):
+        idx = rng.integers(0, n, per_step)
+        plans.append(make_plan(src, k, np.zeros(per_step, np.int64), idx, fixed_params(per_step)))
+    return plans
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_dali_prefetch_keeps_order_and_content(tiny, prefetch):
+    """With several steps in the pipeline at once, step k's batch is still the reference's step k."""
+    plans = _steps_plans(tiny, 5, 4)
+    ref = list(ReferenceLoader(tiny, plans.__getitem__, threads=0, num_steps=5).iter_from(1))
+    dali = list(DaliLoader(tiny, plans.__getitem__, batch_size=4, threads=1, num_steps=5,
+                           prefetch=prefetch).iter_from(1))
+    assert len(dali) == len(ref) == 4
+    for a, b in zip(ref, dali):
+        assert a["sample_index"].tolist() == b["sample_index"].tolist()
+        assert (denormalize(a["img"]) - denormalize(b["img"])).abs().mean() < 2.0
+
+
+def test_dali_decode_error_behind_prefetched_steps(tmp_path):
+    """A file DALI cannot decode (it passes the header checks) in step 1 while step 2 is already
+    scheduled: named without skipping; with skipping, steps 0-3 all arrive, in order, without it."""
+    src, _ = _corrupt_sources(tmp_path, "garbage")
+    plans = [make_plan(src, k, np.zeros(2, np.int64), np.array(ix), AugParams.identity(2))
+             for k, ix in enumerate([[0, 2], [1, 0], [2, 2], [0, 1]])]
+    kw = dict(batch_size=2, threads=1, num_steps=4, prefetch=2)
+    with pytest.raises(ImageError, match="g1.jpg"):
+        list(DaliLoader(src, plans.__getitem__, **kw).iter_from(0))
+    ld = DaliLoader(src, plans.__getitem__, skip_bad_images=True, **kw)
+    got = [b["sample_index"].tolist() for b in ld.iter_from(0)]
+    assert got == [[0, 2], [0], [2, 2], [0]]
+    assert len(ld.skipped) == 1 and "g1.jpg" in ld.skipped[0]
+
+
+def test_dali_prefetch_must_be_positive(tiny):
+    with pytest.raises(ValueError, match="prefetch"):
+        DaliLoader(tiny, lambda s: None, batch_size=4, prefetch=0)

@@ -7,6 +7,9 @@ ROI, decoded alone by `decoders.image_slice`) and feeds through one `external_so
 
     encoded bytes, ROI anchor (x0, y0), ROI shape (w, h), matrix (2, 3) crop -> ROI pixels, noise (3,)
 
+Steps are kept in flight (`prefetch`, default 2): DALI decodes and warps the next step while the
+caller trains on the current one, and a helper thread reads the files of the step after that.
+
 Pipeline (`device_id=None`: DALI's CPU operators; a GPU id: nvJPEG 'mixed' decoding and GPU warp):
 
     decoders.image_slice (RGB) -> warp_affine (bilinear, black outside, uint8)
@@ -19,6 +22,7 @@ out, counted in `skipped` and the pipeline rebuilt.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import sys
@@ -44,13 +48,15 @@ def dali_available() -> bool:
 INPUTS = ("encoded", "anchor", "shape", "matrix", "noise")
 
 
-def _build_pipeline(batch_size: int, threads: int, device_id: int | None, roi_decode: bool, seed: int):
+def _build_pipeline(batch_size: int, threads: int, device_id: int | None, roi_decode: bool, seed: int,
+                    prefetch: int = 2):
     from nvidia.dali import fn, pipeline_def, types
     import nvidia.dali.math as dmath
 
     gpu = device_id is not None
 
-    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1, seed=seed)
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=prefetch,
+                  seed=seed)
     def crop_pipeline():
         encoded, anchor, shape, matrix, noise = (fn.external_source(name=n, dtype=t) for n, t in zip(
             INPUTS, (types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT, types.FLOAT)))
@@ -84,13 +90,16 @@ class DaliLoader:
 
     def __init__(self, sources: Sources, planner: Callable[[int], BatchPlan], batch_size: int, threads: int = 2,
                  skip_bad_images: bool = False, device=None, num_steps: int | None = None,
-                 roi_decode: bool = True, seed: int = 0):
+                 roi_decode: bool = True, seed: int = 0, prefetch: int = 2):
         if not dali_available():
             raise ImportError("the DALI loader needs nvidia-dali (pip install spin_fast[dali]); "
                               "use the reference loader (data.loader=reference) otherwise")
         self.sources, self.planner, self.batch_size, self.threads = sources, planner, batch_size, threads
         self.skip_bad_images, self.num_steps, self.roi_decode = skip_bad_images, num_steps, roi_decode
         self.seed = seed
+        if prefetch < 1:
+            raise ValueError(f"DaliLoader prefetch must be >= 1 (steps in the pipeline at once), got {prefetch}")
+        self.prefetch = prefetch
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.device_id = (self.device.index or 0) if self.device.type == "cuda" else None
         self.skipped: list[str] = []
@@ -132,16 +141,19 @@ class DaliLoader:
         plan = plan.select(np.asarray(keep, np.int64)) if len(keep) < len(plan) else plan
         return plan, (data, anchors, shapes, mats, [n.astype(np.float32) for n in plan.params.noise])
 
-    def _locate_decode_error(self, plan: BatchPlan, err: Exception) -> list[ImageError]:
+    def _locate_decode_error(self, plans: list[BatchPlan], err: Exception) -> list[ImageError]:
+        """The files of `plans` (the failed step and those queued behind it) that PIL cannot decode."""
         bad = []
-        for path in plan.files:
+        for path in dict.fromkeys(f for p in plans for f in p.files):
             try:
                 decode_image(path)
             except ImageError as e:
                 bad.append(e)
         if not bad:
-            raise RuntimeError(f"DALI failed on the batch of step {plan.step} ({len(plan)} images, "
-                               f"first {plan.files[0] if plan.files else None}) and PIL reads every one of them: {err}")
+            p = plans[0]
+            raise RuntimeError(f"DALI failed on the batch of step {p.step} ({len(p)} images, first "
+                               f"{p.files[0] if p.files else None}) and PIL reads every image of the steps in "
+                               f"flight: {err}")
         return bad
 
     def _feed(self, pipe, feed):
@@ -151,43 +163,68 @@ class DaliLoader:
 
     # --- iterating --------------------------------------------------------------------------------
     def iter_from(self, step: int = 0) -> Iterator[dict]:
-        """Batches of steps step, step+1, ...: the next step's files are read and checked on a helper
-        thread while DALI works on the current one (DALI's run releases the GIL)."""
+        """Batches of steps step, step+1, ...
+
+        Up to `prefetch` steps are in the pipeline at once: while the caller works on batch k, DALI
+        decodes and warps the steps after it (schedule_run / share_outputs), and a helper thread reads
+        and checks the files of the next step to feed. A decode error stops the pipeline: its step is
+        traced to the file, and with `skip_bad_images` that step and every step queued behind it go
+        again to a new pipeline, so order and content are those of a run without prefetching."""
         steps = itertools.count(step) if self.num_steps is None else iter(range(step, self.num_steps))
-        pipe = None
+        pipe, queued = None, collections.deque()  # queued: plans fed and scheduled, oldest first
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             def submit():
                 s = next(steps, None)
                 return None if s is None else pool.submit(lambda: self._prepare(self.planner(s)))
 
             nxt = submit()
-            while nxt is not None:
-                plan, feed = nxt.result()  # an ImageError raised while reading surfaces here
-                nxt = submit()
-                if len(plan) == 0:
-                    continue
-                if pipe is None:
-                    pipe = _build_pipeline(self.batch_size, max(1, self.threads), self.device_id,
-                                           self.roi_decode, self.seed)
-                self._feed(pipe, feed)
+
+            def fill(group):
+                """Top `group` ((plan, feed) not yet fed) up from the step stream and schedule it."""
+                nonlocal pipe, nxt
+                depth = self.prefetch if pipe is None else pipe.prefetch_queue_depth
+                while nxt is not None and len(queued) + len(group) < depth:
+                    plan, feed = nxt.result()  # an ImageError raised while reading surfaces here
+                    nxt = submit()
+                    if any(str(f) in self._bad for f in plan.files):  # read before a decode error found it
+                        plan, feed = self._prepare(plan)
+                    if len(plan):
+                        group.append((plan, feed))
+                if not group:
+                    return
+                if pipe is None:  # a new pipeline runs `depth` iterations at its first schedule_run
+                    pipe = _build_pipeline(self.batch_size, max(1, self.threads), self.device_id, self.roi_decode,
+                                           self.seed, len(group))
+                    for plan, feed in group:
+                        self._feed(pipe, feed)
+                        queued.append(plan)
+                    pipe.schedule_run()
+                    return
+                for plan, feed in group:
+                    self._feed(pipe, feed)
+                    pipe.schedule_run()
+                    queued.append(plan)
+
+            fill([])
+            while queued:
                 try:
-                    (out,) = pipe.run()
+                    (out,) = pipe.share_outputs()
+                    img = _to_torch(out)
+                    pipe.release_outputs()
                 except RuntimeError as e:
-                    bad = self._locate_decode_error(plan, e)
+                    stalled = list(queued)  # the failing step and those scheduled behind it
+                    queued.clear()
+                    pipe = None  # a failed pipeline is not reused
+                    bad = self._locate_decode_error(stalled, e)
                     if not self.skip_bad_images:
                         raise bad[0] from None
                     for b in bad:
                         self._skip(b)
-                    pipe = None  # a failed pipeline is not reused; run the batch again without them
-                    plan, feed = self._prepare(plan)
-                    if len(plan) == 0:
-                        continue
-                    pipe = _build_pipeline(self.batch_size, max(1, self.threads), self.device_id,
-                                           self.roi_decode, self.seed)
-                    self._feed(pipe, feed)
-                    (out,) = pipe.run()
+                    fill([x for x in map(self._prepare, stalled) if len(x[0])])
+                    continue
+                plan = queued.popleft()
+                fill([])  # the next step starts before the caller gets this one
                 batch = to_device(assemble_labels(self.sources, plan), self.device)
-                img = _to_torch(out)
                 batch["img"] = img if img.device == self.device else img.to(self.device)
                 yield batch
 
