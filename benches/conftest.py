@@ -23,3 +23,24 @@ def synthetic_assets(tmp_path_factory):
 @pytest.fixture(scope="session")
 def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Name the GPU (and the versions that decide the timings) in every saved JSON's machine_info:
+    `gpu` is torch's device name, or None on a CPU-only machine (benches/ratio.py reads it)."""
+    import importlib.metadata as md
+
+    def version(dist):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    cuda = torch.cuda.is_available()
+    machine_info["gpu"] = torch.cuda.get_device_name(0) if cuda else None
+    machine_info["gpu_count"] = torch.cuda.device_count() if cuda else 0
+    machine_info["cuda_runtime"] = torch.version.cuda
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = version("triton")
+    machine_info["nvidia_dali"] = version("nvidia-dali-cuda120")
+    machine_info["torch_threads"] = torch.get_num_threads()

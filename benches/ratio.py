@@ -1,7 +1,8 @@
 """Ratio tables from pytest-benchmark JSON: `python benches/ratio.py FILE.json [...] [--markdown]`.
 
 Within each benchmark group the reference row (name containing `ref`, `smplx` or `torch`) is compared
-with every other row: ratio = reference mean / row mean (> 1: ours is faster). With --markdown it
+with every other row timing the same passes (`fwd` with `fwd`, `fwd_bwd` with `fwd_bwd`): ratio =
+reference mean / row mean (> 1: ours is faster). With --markdown it
 prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date).
 Save a run with `python -m pytest benches --benchmark-only --benchmark-json=benches/results/NAME.json`.
 """
@@ -28,6 +29,17 @@ def is_reference(name: str) -> bool:
     return any(m in name.lower() for m in REFERENCE_MARKERS)
 
 
+def passes(name: str) -> str | None:
+    """'fwd_bwd' or 'fwd' where the row's name says which passes it times (None: not said)."""
+    return "fwd_bwd" if "fwd_bwd" in name else "fwd" if "fwd" in name else None
+
+
+def comparable(ref: str, other: str) -> bool:
+    """Rows are compared only like with like: a forward-only row never against a forward+backward one."""
+    a, b = passes(ref), passes(other)
+    return a is None or b is None or a == b
+
+
 def rows(path: Path):
     data = json.loads(path.read_text())
     device = device_name(data.get("machine_info", {}))
@@ -39,7 +51,7 @@ def rows(path: Path):
         refs = [b for b in benches if is_reference(b["name"])]
         for ref in refs:
             for b in benches:
-                if b is ref or is_reference(b["name"]):
+                if b is ref or is_reference(b["name"]) or not comparable(ref["name"], b["name"]):
                     continue
                 r, o = ref["stats"]["mean"], b["stats"]["mean"]
                 yield group, ref["name"], b["name"], r, o, r / o, device, date

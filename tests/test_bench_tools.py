@@ -1,0 +1,68 @@
+"""benches/ratio.py (the RESULTS.md table) and the machine_info hook of benches/conftest.py, on
+hand-made pytest-benchmark JSON: pairs, ratios and the device column."""
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bench(name, group, mean):
+    return {"name": name, "group": group, "stats": {"mean": mean}}
+
+
+def _write(tmp_path, machine_info, benches):
+    p = tmp_path / "run.json"
+    p.write_text(json.dumps({"machine_info": machine_info, "datetime": "2026-11-28T10:00:00",
+                             "benchmarks": benches}))
+    return p
+
+
+def test_ratio_pairs_like_with_like(tmp_path):
+    ratio = _load("ratio")
+    p = _write(tmp_path, {"gpu": "NVIDIA H100 80GB HBM3"}, [
+        _bench("test_body[smplx_fwd-64]", "body-B64", 0.016),
+        _bench("test_body[smplx_fwd_bwd-64]", "body-B64", 0.048),
+        _bench("test_body[ours_full_fwd-64]", "body-B64", 0.004),
+        _bench("test_body[ours_joints_only_fwd_bwd-64]", "body-B64", 0.0006),
+        _bench("test_smplify[smplx_reference]", "smplify-B64", 9.0),
+        _bench("test_smplify[fast]", "smplify-B64", 0.12),
+    ])
+    got = {(r[1], r[2]): r for r in ratio.rows(p)}
+    assert set(got) == {("test_body[smplx_fwd-64]", "test_body[ours_full_fwd-64]"),
+                        ("test_body[smplx_fwd_bwd-64]", "test_body[ours_joints_only_fwd_bwd-64]"),
+                        ("test_smplify[smplx_reference]", "test_smplify[fast]")}
+    r = got[("test_body[smplx_fwd_bwd-64]", "test_body[ours_joints_only_fwd_bwd-64]")]
+    assert abs(r[5] - 80.0) < 1e-9 and r[6] == "NVIDIA H100 80GB HBM3" and r[7] == "2026-11-28"
+    assert abs(got[("test_smplify[smplx_reference]", "test_smplify[fast]")][5] - 75.0) < 1e-9
+
+
+def test_ratio_names_the_cpu_when_there_is_no_gpu(tmp_path, capsys):
+    ratio = _load("ratio")
+    p = _write(tmp_path, {"gpu": None, "cpu": {"brand_raw": "AMD EPYC", "count": 2}},
+               [_bench("a[torch_fwd-64]", "g", 2.0), _bench("a[triton_fwd-64]", "g", 1.0)])
+    assert ratio.main([str(p), "--markdown"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == "| g | a[torch_fwd-64] | a[triton_fwd-64] | 2000.000 | 1000.000 | 2.0x | CPU AMD EPYC (2 cores) | 2026-11-28 |"
+
+
+def test_machine_info_names_the_gpu(monkeypatch):
+    hook = _load("conftest").pytest_benchmark_update_machine_info
+    info = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    hook(None, info)
+    assert info["gpu"] is None and info["gpu_count"] == 0 and info["torch"] == torch.__version__
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    hook(None, info)
+    assert info["gpu"] == "NVIDIA H200" and info["gpu_count"] == 1
