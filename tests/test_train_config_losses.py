@@ -9,7 +9,7 @@ import torch
 from spin_fast.train import losses as L
 from spin_fast.atomic import atomic_torch_save
 from spin_fast.train.checkpoint import rng_state, set_rng_state
-from spin_fast.train.config import ConfigError, build_config, from_dict, to_dict
+from spin_fast.train.config import ConfigError, LossConfig, build_config, from_dict, to_dict
 from spin_fast.train.__main__ import main as train_main
 
 
@@ -75,16 +75,33 @@ def test_keypoint_losses_hand_worked():
     pred[0, 30, 0] += 223.0 / 2  # +1.0 in mmhuman3d-normalised x
     l2 = L.keypoints2d_loss(pred, gt2d, 224, "mse")
     assert math.isclose(l2.item(), 1.0 / (49 * 2), rel_tol=1e-5)
-    gt3d = torch.zeros(1, 49, 4)
-    gt3d[0, :, 3] = 1.0
-    gt3d[0, 27, :3] = torch.tensor([-0.1, 0.0, 0.0])
-    gt3d[0, 28, :3] = torch.tensor([0.1, 0.0, 0.0])
+    gt3d = torch.zeros(2, 49, 4)
+    gt3d[:, :, 3] = 1.0
+    gt3d[:, 27, :3] = torch.tensor([-0.1, 0.0, 0.0])
+    gt3d[:, 28, :3] = torch.tensor([0.1, 0.0, 0.0])
+    has = torch.tensor([True, False])
     pred3d = gt3d[..., :3] + torch.tensor([5.0, -2.0, 1.0])  # a pure translation: 0 after hip centring
-    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([True]), "smooth_l1").item() < 1e-12
-    pred3d[0, 0, 1] += 0.5  # smooth L1 of 0.5 = 0.5 * 0.25
-    assert math.isclose(L.keypoints3d_loss(pred3d, gt3d, torch.tensor([True]), "smooth_l1").item(),
-                        0.125 / (49 * 3), rel_tol=1e-5)
-    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([False]), "smooth_l1").item() == 0.0
+    for conv in ("mmhuman3d", "spin"):
+        assert L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", conv).item() < 1e-12
+    pred3d[0, 0, 1] += 0.5  # an OpenPose joint: left out by both codebases
+    pred3d[1, 30, 1] += 0.5  # a sample without 3D
+    for conv in ("mmhuman3d", "spin"):
+        assert L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", conv).item() < 1e-12
+    pred3d[0, 30, 1] += 0.5  # GT joint 5 of sample 0: smooth L1 of 0.5 = 0.5 * 0.25
+    got = {c: L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", c).item() for c in ("mmhuman3d", "spin")}
+    assert math.isclose(got["mmhuman3d"], 0.125 / (2 * 49 * 3), rel_tol=1e-5)  # every sample, 49 joints
+    assert math.isclose(got["spin"], 0.125 / (1 * 24 * 3), rel_tol=1e-5)  # samples with 3D, 24 GT joints
+    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([False, False]), "smooth_l1").item() == 0.0
+    with pytest.raises(ValueError, match="convention"):
+        L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", "other")
+
+
+def test_presets_follow_their_codebases():
+    """mmhuman3d zeroes the OpenPose masks in its keypoint losses; SPIN weights OpenPose 2D by 0."""
+    for name, conv in (("mmhuman3d", "mmhuman3d"), ("spin", "spin")):
+        w = LossConfig(preset=name).resolved()
+        assert w["openpose_2d"] == 0.0 and w["convention"] == conv
+    assert LossConfig(preset="spin", convention="mmhuman3d").resolved()["convention"] == "mmhuman3d"
 
 
 # --- checkpoints -------------------------------------------------------------------------------------

@@ -23,12 +23,13 @@ import yaml
 MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
 
 LOSS_PRESETS = {
-    # mmhuman3d resnet50_spin_pw3d_cache.py
+    # mmhuman3d resnet50_spin_pw3d_cache.py; its BodyModelEstimator.compute_losses zeroes the OpenPose
+    # joints' masks (the first 25 of 49) in both keypoint losses
     "mmhuman3d": dict(keypoints3d=100.0, keypoints2d=10.0, vertices=2.0, pose=3.0, betas=0.02, camera=60.0,
-                      openpose_2d=1.0, criterion="smooth_l1", overall=1.0),
+                      openpose_2d=0.0, criterion="smooth_l1", overall=1.0, convention="mmhuman3d"),
     # SPIN's trainer: 60 * (5 L2d + 5 L3d + 0 Lshape + Lpose + 0.001 Lbetas + cam prior), MSE, OpenPose 2D off
     "spin": dict(keypoints3d=5.0, keypoints2d=5.0, vertices=0.0, pose=1.0, betas=0.001, camera=1.0,
-                 openpose_2d=0.0, criterion="mse", overall=60.0),
+                 openpose_2d=0.0, criterion="mse", overall=60.0, convention="spin"),
 }
 
 
@@ -76,6 +77,7 @@ class LossConfig:
     camera: float | None = None
     openpose_2d: float | None = None
     criterion: str | None = None     # smooth_l1 | mse (keypoint losses)
+    convention: str | None = None    # mmhuman3d | spin: 2D normalisation and 3D-loss averaging (losses.py)
     overall: float | None = None
 
     def resolved(self) -> dict[str, Any]:
@@ -123,7 +125,7 @@ DEMO_OVERRIDES = {
 CHOICES = {
     "data.loader": ("auto", "dali", "reference"), "model.backbone": ("resnet50", "resnet18"),
     "smplify.flavor": ("spin", "mmhuman3d"), "loss.preset": tuple(LOSS_PRESETS),
-    "loss.criterion": (None, "smooth_l1", "mse"), "device": ("auto", "cpu", "cuda"),
+    "loss.criterion": (None, "smooth_l1", "mse"), "loss.convention": (None, "mmhuman3d", "spin"), "device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}

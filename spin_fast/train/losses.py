@@ -1,13 +1,15 @@
 """SPIN's training losses as small pure functions (SPEC.md "Training").
 
 Weights come from `spin_fast.train.config.LOSS_PRESETS` ('mmhuman3d' default, 'spin' preset):
-    total = overall * ( w3d  * keypoints3d   criterion on 49 joints centred at the GT hip midpoint
+    total = overall * ( w3d  * keypoints3d   criterion on the 24 GT joints centred at the GT hip midpoint
                       + w2d  * keypoints2d   criterion on normalised crop coordinates, conf-weighted
+                                             (OpenPose joints x openpose_2d)
                       + wv   * vertices      L1 to the fit's mesh, valid fits only
                       + wp   * pose          MSE on rotation matrices, valid fits only
                       + wb   * betas         MSE, valid fits only
                       + wc   * camera        mean(exp(-10 s)^2) )
-Every function returns a scalar; a term whose mask selects no sample is 0 (not NaN).
+Every function returns a scalar; a term whose mask selects no sample is 0 (not NaN). `convention`
+('mmhuman3d' | 'spin', set by the preset) picks each codebase's 2D normalisation and 3D averaging.
 """
 from __future__ import annotations
 
@@ -45,16 +47,28 @@ def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int,
 
 
 def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: torch.Tensor,
-                     criterion: str) -> torch.Tensor:
+                     criterion: str, convention: str = "mmhuman3d") -> torch.Tensor:
     """pred_joints (B, 49, 3); gt_kp3d (B, 49, 4) metres + confidence; has_3d (B,) bool.
-    Both centred at their own GT hip midpoint (joints 27, 28)."""
+    Both centred at their own GT hip midpoint (joints 27, 28). Only the 24 GT joints count: both
+    codebases leave the 25 OpenPose joints out. Averaged as each codebase does:
+      mmhuman3d: over every sample and all 49 joints (masked entries count in the mean);
+      spin:      over the samples with 3D and the 24 GT joints."""
     m = has_3d.bool()
     if not m.any():
         return pred_joints.sum() * 0.0
-    p, g = pred_joints[m], gt_kp3d[m]
-    conf = g[..., 3:4]
-    g = g[..., :3] - 0.5 * (g[:, GT_RIGHT_HIP, :3] + g[:, GT_LEFT_HIP, :3])[:, None]
-    p = p - 0.5 * (p[:, GT_RIGHT_HIP] + p[:, GT_LEFT_HIP])[:, None]
+    if convention == "mmhuman3d":
+        p, g = pred_joints, gt_kp3d
+        gt_joint = torch.arange(g.shape[1], device=g.device) >= NUM_OPENPOSE
+        conf = g[..., 3:4] * (m[:, None] & gt_joint[None, :])[..., None].to(g.dtype)
+        r, l = GT_RIGHT_HIP, GT_LEFT_HIP
+    elif convention == "spin":
+        p, g = pred_joints[m][:, NUM_OPENPOSE:], gt_kp3d[m][:, NUM_OPENPOSE:]
+        conf = g[..., 3:4]
+        r, l = GT_RIGHT_HIP - NUM_OPENPOSE, GT_LEFT_HIP - NUM_OPENPOSE
+    else:
+        raise ValueError(f"keypoints3d_loss: convention must be 'mmhuman3d' or 'spin', got {convention!r}")
+    g = g[..., :3] - 0.5 * (g[:, r, :3] + g[:, l, :3])[:, None]
+    p = p - 0.5 * (p[:, r] + p[:, l])[:, None]
     return (conf * _criterion(criterion)(p, g)).mean()
 
 

@@ -106,9 +106,9 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     # 4. losses
     w = ctx.loss_weights
     terms = {
-        "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w["criterion"]),
+        "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w["criterion"], w["convention"]),
         "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w["criterion"], w["openpose_2d"],
-                                          flavor="mmhuman3d" if ctx.flavor == "mmhuman3d" else "spin"),
+                                          flavor=w["convention"]),
         "vertices": L.vertex_loss(pred.vertices, target_vertices, sel.valid_fit),
         "camera": L.camera_prior(pred_cam),
     }
