@@ -61,11 +61,23 @@ def test_camera_prior_and_param_losses_hand_worked():
     target = torch.zeros(2, 72)
     target[0, 3] = math.pi / 2  # joint 1 rotated 90 deg about x: R - I has entries 1,1,-1,-1 -> 4 squared units
     betas = torch.tensor([[1.0] * 10, [0.0] * 10])
-    pose_l, beta_l = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), torch.tensor([True, False]))
-    assert math.isclose(pose_l.item(), 4.0 / (24 * 9), rel_tol=1e-5)
-    assert math.isclose(beta_l.item(), 1.0, rel_tol=1e-6)
-    z_pose, z_beta = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), torch.tensor([False, False]))
-    assert z_pose.item() == 0.0 and z_beta.item() == 0.0
+    betas[1] = 7.0  # sample 1 is not a valid fit: never counted
+    target[1, 6] = 1.0
+    valid = torch.tensor([True, False])
+    # spin: the valid sample alone; mmhuman3d: both samples, the invalid one weighted 0
+    for conv, n in (("spin", 1), ("mmhuman3d", 2)):
+        pose_l, beta_l = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid, conv)
+        assert math.isclose(pose_l.item(), 4.0 / (n * 24 * 9), rel_tol=1e-5)
+        assert math.isclose(beta_l.item(), 1.0 / n, rel_tol=1e-6)
+        z_pose, z_beta = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid & False, conv)
+        assert z_pose.item() == 0.0 and z_beta.item() == 0.0
+    verts = torch.zeros(2, 5, 3)
+    target_v = verts.clone()
+    target_v[0, 2, 1] = 0.3
+    target_v[1] = 9.0
+    assert math.isclose(L.vertex_loss(verts, target_v, valid, "spin").item(), 0.3 / 15, rel_tol=1e-6)
+    assert math.isclose(L.vertex_loss(verts, target_v, valid, "mmhuman3d").item(), 0.3 / 30, rel_tol=1e-6)
+    assert L.vertex_loss(verts, target_v, valid & False, "mmhuman3d").item() == 0.0
 
 
 def test_keypoint_losses_hand_worked():

@@ -72,23 +72,37 @@ def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: t
     return (conf * _criterion(criterion)(p, g)).mean()
 
 
-def vertex_loss(pred_vertices: torch.Tensor, target_vertices: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """L1 between meshes (B, V, 3) of the valid samples."""
+def _sample_mean(err: torch.Tensor, m: torch.Tensor, convention: str) -> torch.Tensor:
+    """Mean of err (B, ...) over the samples m: 'spin' averages the selected samples only (SPIN
+    indexes them out); 'mmhuman3d' averages every sample with the others weighted 0 (its weight=)."""
+    if convention == "spin":
+        return err[m].mean()
+    if convention == "mmhuman3d":
+        return torch.where(m.reshape(-1, *[1] * (err.dim() - 1)), err, 0.0).mean()
+    raise ValueError(f"loss convention must be 'mmhuman3d' or 'spin', got {convention!r}")
+
+
+def vertex_loss(pred_vertices: torch.Tensor, target_vertices: torch.Tensor, valid: torch.Tensor,
+                convention: str = "mmhuman3d") -> torch.Tensor:
+    """L1 between meshes (B, V, 3) of the valid samples (averaged as `convention` says)."""
     m = valid.bool()
     if not m.any():
         return pred_vertices.sum() * 0.0
-    return F.l1_loss(pred_vertices[m], target_vertices[m])
+    return _sample_mean((pred_vertices - target_vertices).abs(), m, convention)
 
 
 def smpl_param_losses(pred_rotmat: torch.Tensor, pred_betas: torch.Tensor, target_pose: torch.Tensor,
-                      target_betas: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE on rotation matrices (pred (B, 24, 3, 3) vs target axis-angle (B, 72)) and on betas."""
+                      target_betas: torch.Tensor, valid: torch.Tensor,
+                      convention: str = "mmhuman3d") -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE on rotation matrices (pred (B, 24, 3, 3) vs target axis-angle (B, 72)) and on betas, of the
+    valid samples (averaged as `convention` says)."""
     m = valid.bool()
     if not m.any():
         z = pred_rotmat.sum() * 0.0 + pred_betas.sum() * 0.0
         return z, z
-    target_R = axis_angle_to_rotmat(target_pose[m].reshape(-1, 24, 3))
-    return F.mse_loss(pred_rotmat[m], target_R), F.mse_loss(pred_betas[m], target_betas[m])
+    target_R = axis_angle_to_rotmat(target_pose.reshape(-1, 24, 3))
+    return (_sample_mean((pred_rotmat - target_R).square(), m, convention),
+            _sample_mean((pred_betas - target_betas).square(), m, convention))
 
 
 def camera_prior(pred_camera: torch.Tensor) -> torch.Tensor:
