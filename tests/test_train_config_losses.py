@@ -83,10 +83,16 @@ def test_camera_prior_and_param_losses_hand_worked():
 def test_keypoint_losses_hand_worked():
     gt2d = torch.zeros(1, 49, 3)
     gt2d[0, 30] = torch.tensor([100.0, 50.0, 1.0])
-    pred = gt2d[..., :2].clone()
-    pred[0, 30, 0] += 223.0 / 2  # +1.0 in mmhuman3d-normalised x
-    l2 = L.keypoints2d_loss(pred, gt2d, 224, "mse")
-    assert math.isclose(l2.item(), 1.0 / (49 * 2), rel_tol=1e-5)
+    gt2d[0, 3] = torch.tensor([10.0, 20.0, 1.0])  # an OpenPose joint
+    # mmhuman3d: a projection (principal point 112) at x + 0.5 lands on a label at x (its (x - 112) * 2/223
+    # against 2x/223 - 1); spin: at x
+    for conv, shift in (("mmhuman3d", 0.5), ("spin", 0.0)):
+        pred = gt2d[..., :2] + shift
+        assert L.keypoints2d_loss(pred, gt2d, 224, "mse", 1.0, conv).item() < 1e-12
+        pred[0, 30, 0] += 223.0 / 2 if conv == "mmhuman3d" else 224.0 / 2  # +1.0 in normalised x
+        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 1.0, conv).item(), 1.0 / (49 * 2), rel_tol=1e-5)
+        pred[0, 3, 1] += 30.0  # weighted by openpose_weight
+        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 0.0, conv).item(), 1.0 / (49 * 2), rel_tol=1e-5)
     gt3d = torch.zeros(2, 49, 4)
     gt3d[:, :, 3] = 1.0
     gt3d[:, 27, :3] = torch.tensor([-0.1, 0.0, 0.0])

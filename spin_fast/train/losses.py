@@ -31,18 +31,28 @@ def _criterion(name: str):
     raise ValueError(f"loss criterion must be 'smooth_l1' or 'mse', got {name!r}")
 
 
-def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d") -> torch.Tensor:
-    """Crop pixels -> [-1, 1]: 2x/(img_res - 1) - 1 (mmhuman3d) or 2x/img_res - 1 (SPIN)."""
-    denom = img_res - 1 if flavor == "mmhuman3d" else img_res
-    return 2.0 * xy / denom - 1.0
+def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d", projected: bool = False) -> torch.Tensor:
+    """Crop pixels -> [-1, 1] as each codebase does it.
+    spin:      2x/img_res - 1, ground truth and projections alike (projections have their principal
+               point at img_res/2, so a projection at x lands where a label at x does).
+    mmhuman3d: labels 2x/(img_res - 1) - 1; projections (`projected`, principal point img_res/2)
+               2(x - img_res/2)/(img_res - 1), since mmhuman3d normalises its centre-origin projections
+               by img_res - 1 alone. A projection matches a label half a pixel to its left."""
+    if flavor == "spin":
+        return 2.0 * xy / img_res - 1.0
+    if flavor == "mmhuman3d":
+        return 2.0 * (xy - img_res / 2.0) / (img_res - 1) if projected else 2.0 * xy / (img_res - 1) - 1.0
+    raise ValueError(f"keypoint normalisation must be 'mmhuman3d' or 'spin', got {flavor!r}")
 
 
 def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int, criterion: str,
                      openpose_weight: float = 1.0, flavor: str = "mmhuman3d") -> torch.Tensor:
-    """pred_px (B, 49, 2) projected crop pixels; gt_kp2d (B, 49, 3) crop pixels + confidence."""
+    """pred_px (B, 49, 2) projected crop pixels (principal point img_res/2); gt_kp2d (B, 49, 3) crop
+    pixels + confidence. Averaged over all B x 49 x 2 entries (both codebases)."""
     conf = gt_kp2d[..., 2:3].clone()
     conf[:, :NUM_OPENPOSE] *= openpose_weight
-    err = _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor), normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
+    err = _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor, projected=True),
+                                normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
     return (conf * err).mean()
 
 
