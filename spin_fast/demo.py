@@ -132,6 +132,8 @@ def main(argv=None) -> list[Path]:
     files = list_images(Path(args.images))
     bboxes = read_bboxes(args.bboxes, [f.name for f in files]) if args.bboxes else {}
     device = torch.device(args.device) if args.device else default_device()
+    if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
+        torch.cuda.set_device(device)
     paths = resolve_data_root(args.data_root)
     body = BodyModel.from_paths(paths).to(device)
     faces = body.faces.cpu().numpy()

@@ -144,3 +144,10 @@ def test_atomic_save_leaves_old_file_on_failure(tmp_path):
         atomic_torch_save({"x": Boom()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_skip_bad_images_refused_with_several_processes(monkeypatch, capsys, tmp_path):
+    """A skipped image would make the ranks' batches (and the fits all_gather) differ in size."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train_main(["--data.skip_bad_images", "true", "--work-dir", str(tmp_path)]) == 2
+    assert "data.skip_bad_images" in capsys.readouterr().err

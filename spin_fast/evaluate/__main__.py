@@ -54,6 +54,8 @@ def main(argv=None) -> dict:
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     device = torch.device(args.device) if args.device else default_device()
+    if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
+        torch.cuda.set_device(device)
 
     paths = resolve_data_root(args.data_root)
     synthetic = args.data_root is None and not os.environ.get("SPIN_FAST_DATA_ROOT")

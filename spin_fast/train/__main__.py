@@ -52,7 +52,11 @@ def main(argv=None) -> int:
         print("spin_fast.train: no data root configured: running the short synthetic demo "
               f"({cfg.max_steps} steps, {cfg.model.backbone}, batch {cfg.data.batch_size}) in {cfg.work_dir}",
               file=sys.stderr)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except ConfigError as e:
+        print(f"spin_fast.train: config error: {e}", file=sys.stderr)
+        return 2
     if result:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))
         print(f"spin_fast.train: done step={result['step']} {metrics} checkpoint={cfg.work_dir}/checkpoints/latest.pth")

@@ -148,6 +148,13 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
     from spin_fast.body import BodyModel
     from spin_fast.smplify import FitsStore
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.data.skip_bad_images:
+        # a skipped image shortens one rank's batch, and the fits all_gather needs equal sizes on every rank
+        from spin_fast.train.config import ConfigError
+
+        raise ConfigError("data.skip_bad_images: not supported with more than one process (a skipped image "
+                          "makes the ranks' batches differ in size); run `python -m spin_fast.data check` "
+                          "to find the unreadable images, fix or drop them, and train without it")
     rank, world, device = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed + rank)
     work_dir = Path(cfg.work_dir)
