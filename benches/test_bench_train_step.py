@@ -132,7 +132,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, torch_thread
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     amp = torch.bfloat16 if net_cfg.bf16 and device.type == "cuda" else None
     ctx = StepContext(model=model, body=body, fits=fits, smplify=fitter, loss_weights=LossConfig().resolved(),
-                      amp_dtype=amp, channels_last=net_cfg.channels_last, flavor="spin")
+                      amp_dtype=amp, channels_last=net_cfg.channels_last)
     it = loader.iter_from(0)
     record = {}
 

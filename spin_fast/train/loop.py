@@ -211,7 +211,7 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
         model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
         loss_weights=cfg.loss.resolved(),
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
-        channels_last=cfg.model.channels_last, flavor=cfg.smplify.flavor, sync_fits=make_fits_sync(fits, world))
+        channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world))
     if rank == 0:
         (work_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=resume)

@@ -35,7 +35,6 @@ class StepContext:
     loss_weights: dict
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
-    flavor: str = "spin"
     sync_fits: Callable | None = None   # distributed: (dataset_id, index, updated) -> None
 
 
