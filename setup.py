@@ -23,6 +23,9 @@ setup(
         "pillow>=10",
         "pyyaml>=6",
         "scikit-image>=0.22",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
     ],
     extras_require={
         # DALI ships Linux x86_64/aarch64 wheels only; its CPU operators run without a GPU.
