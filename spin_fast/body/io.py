@@ -5,7 +5,9 @@ weights are chumpy `chumpy.ch.Ch` objects and whose J_regressor is a scipy csc m
 the old module path `scipy.sparse.csc`. chumpy does not import on numpy >= 1.24 / Python >= 3.11, so
 `SafeUnpickler` rebuilds those objects itself: it only ever constructs numpy arrays/dtypes/scalars,
 scipy sparse matrices (from their data/indices/indptr) and chumpy arrays (their `x` array), and
-refuses every other global, so a pickle that tries to run code fails with `AssetError`.
+refuses every other global (it extends `spin_fast.safe_pickle.DataUnpickler`, the unpickler of every
+data file), so a pickle that tries to run code fails with `AssetError`; object arrays in `.npz` files
+go through the same restricted reader.
 
 Files (SPEC.md "Assets"): SMPL_{NEUTRAL,MALE,FEMALE}.pkl (or .npz / plain .pkl),
 J_regressor_extra.npy (9, 6890), J_regressor_h36m.npy (17, 6890), smpl_mean_params.npz
@@ -23,6 +25,7 @@ import numpy as np
 import scipy.sparse
 
 from spin_fast.constants import NUM_JOINTS, SMPL_PARENTS
+from spin_fast.safe_pickle import DataUnpickler, UnsafeDataError, load_npz
 
 
 class AssetError(ValueError):
@@ -56,17 +59,6 @@ def _sparse_class(fmt: str) -> type:
     return type(f"_{fmt}_matrix", (_SparseMatrix,), {"fmt": fmt})
 
 
-def _numpy_global(name: str):
-
-    allowed = {
-        "_reconstruct": np._core.multiarray._reconstruct,
-        "scalar": np._core.multiarray.scalar,
-        "ndarray": np.ndarray,
-        "dtype": np.dtype,
-    }
-    return allowed.get(name)
-
-
 def _safe_reconstructor(cls, base, state):
     """copy_reg._reconstructor (Python-2 protocol 0/1 objects), only for allowed classes."""
     if not (isinstance(cls, type) and (issubclass(cls, (_ChumpyArray, _SparseMatrix, np.ndarray)))):
@@ -79,22 +71,12 @@ def _safe_reconstructor(cls, base, state):
 _BUILTINS = {"object": object, "set": set, "frozenset": frozenset}
 
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("refusing _codecs.encode other than str -> latin1 bytes")
-    return text.encode("latin1")
-
-
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(DataUnpickler):
     """Builds only numpy arrays, scipy sparse matrices and chumpy arrays; refuses everything else."""
 
+    allowed = "only numpy, scipy.sparse and chumpy arrays are allowed in SMPL/GMM files"
+
     def find_class(self, module: str, name: str):
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy"):
-            obj = _numpy_global(name)
-            if obj is not None:
-                return obj
-        if module.startswith("numpy") and name == "dtype":
-            return np.dtype
         if module.startswith("chumpy"):
             return _ChumpyArray
         if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
@@ -103,11 +85,7 @@ class SafeUnpickler(pickle.Unpickler):
             return _safe_reconstructor
         if module in ("__builtin__", "builtins") and name in _BUILTINS:
             return _BUILTINS[name]
-        if module == "_codecs" and name == "encode":  # how protocol 2 stores bytes under Python 3
-            return _latin1_encode
-        raise pickle.UnpicklingError(
-            f"refusing to load global '{module}.{name}': only numpy, scipy.sparse and chumpy arrays "
-            "are allowed in SMPL/GMM files")
+        return super().find_class(module, name)
 
 
 def _plain(obj: Any, where: str = "") -> Any:
@@ -155,8 +133,9 @@ def _load_mapping(path: Path, what: str) -> dict:
         raise AssetError(f"{path}: file not found (expected {what})")
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+            return load_npz(path)
+        except UnsafeDataError as e:
+            raise AssetError(str(e)) from None
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise AssetError(f"{path}: not a readable .npz ({e}); expected {what}") from e
     obj = safe_load_pickle(path)

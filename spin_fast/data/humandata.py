@@ -1,6 +1,9 @@
 """HumanData (mmhuman3d `.npz`) reader and writer, reduced to what SPIN trains on.
 
-File format (SPEC.md "HumanData"): `np.load(allow_pickle=True)`; 0-d arrays hold dicts / strings.
+File format (SPEC.md "HumanData"): an `.npz`; 0-d object arrays hold dicts / strings. mmhuman3d reads it
+with `np.load(allow_pickle=True)`, which runs whatever code a crafted file names; here every object
+member goes through `spin_fast.safe_pickle.DataUnpickler` (numpy arrays and plain values only), and a
+refused global is a `HumanDataError` naming the file, the key and the global.
 
     image_path        (N,) str                 relative to the dataset's image folder
     bbox_xywh         (N, 4|5) [x, y, w, h, (conf)] pixels
@@ -34,6 +37,7 @@ import numpy as np
 
 from spin_fast.atomic import atomic_write
 from spin_fast.constants import HUMAN_DATA_NUM_KEYPOINTS, HUMAN_DATA_TO_SPIN_49, NUM_BETAS, NUM_SPIN_JOINTS
+from spin_fast.safe_pickle import UnsafeDataError, read_npy_header, read_npz_member
 
 _K = HUMAN_DATA_NUM_KEYPOINTS
 _IDX49 = np.asarray(HUMAN_DATA_TO_SPIN_49, dtype=np.int64)
@@ -55,9 +59,7 @@ def _member_header(zf: zipfile.ZipFile, name: str):
     """(shape, fortran_order, dtype, data offset in the zip file or None, open member) of a .npy member."""
     info = zf.getinfo(name)
     f = zf.open(info)
-    version = np.lib.format.read_magic(f)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)
+    shape, fortran, dtype = read_npy_header(f)
     offset = None
     if info.compress_type == zipfile.ZIP_STORED and not dtype.hasobject:
         # the member's data sits verbatim in the zip: local header + name + extra + npy header
@@ -73,6 +75,9 @@ def _gather_columns(zf: zipfile.ZipFile, name: str, cols: np.ndarray, mmap: bool
     """Member `name` (N, K, C) restricted to columns `cols` (-1 = absent, zeros): a lazy memmap view
     (returned with `cols` to gather later) or a dense (N, len(cols), C) float32 array."""
     shape, fortran, dtype, offset, f = _member_header(zf, name)
+    if dtype.kind not in "fiub":
+        f.close()
+        raise ValueError(f"expected a numeric array, got dtype {dtype}")
     if mmap and offset is not None and not fortran:
         arr = np.memmap(zf.filename, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
         f.close()
@@ -129,17 +134,19 @@ class HumanData:
     def _names(self) -> set[str]:
         return {n[:-4] for n in self._zf.namelist() if n.endswith(".npy")}
 
-    def _array(self, key: str, allow_pickle: bool = False) -> np.ndarray:
+    def _array(self, key: str) -> np.ndarray:
+        """Member `key`; object arrays through the restricted unpickler."""
         try:
-            with self._zf.open(key + ".npy") as f:
-                return np.lib.format.read_array(f, allow_pickle=allow_pickle)
+            return read_npz_member(self._zf, key, self.path)
+        except UnsafeDataError as e:
+            raise self._err(key, e.refused_message) from None
         except ValueError as e:
             raise self._err(key, f"cannot read array: {e}") from None
 
     def _scalar(self, key: str, default=None, what: str = "value"):
         if key not in self.keys:
             return default
-        a = self._array(key, allow_pickle=True)
+        a = self._array(key)
         if a.shape != ():
             raise self._err(key, f"expected a {what} (0-d array), got an array of shape {a.shape}")
         return a.item()
@@ -149,7 +156,7 @@ class HumanData:
         for key in ("image_path", "bbox_xywh"):
             if key not in self.keys:
                 raise self._err(key, f"required key missing (keys present: {sorted(self.keys)})")
-        image_path = self._array("image_path", allow_pickle=True)
+        image_path = self._array("image_path")
         if image_path.ndim != 1:
             raise self._err("image_path", f"expected shape (N,), got {image_path.shape}")
         if image_path.dtype.kind not in "UO":
