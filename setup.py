@@ -30,6 +30,9 @@ setup(
     extras_require={
         # DALI ships Linux x86_64/aarch64 wheels only; its CPU operators run without a GPU.
         "dali": ["nvidia-dali-cuda120>=1.40"],
+        # the `torchvision` loader (nvJPEG decode on the GPU without DALI): needs the torchvision
+        # built for the installed torch, which the CPU-only torch wheels do not have beside them
+        "gpu": ["torchvision>=0.19"],
         "test": ["pytest>=8", "pytest-benchmark>=4"],
     },
 )

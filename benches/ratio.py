@@ -1,6 +1,7 @@
 """Ratio tables from pytest-benchmark JSON: `python benches/ratio.py FILE.json [...] [--markdown]`.
 
-Within each benchmark group the reference row (name containing `ref`, `smplx` or `torch`) is compared
+Within each benchmark group the reference row (a name with a word `ref`, `reference`, `smplx` or `torch`,
+words split at anything not a letter or digit, so `torchvision_gpu` is not one) is compared
 with every other row timing the same passes (`fwd` with `fwd`, `fwd_bwd` with `fwd_bwd`): ratio =
 reference mean / row mean (> 1: ours is faster). With --markdown it
 prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date).
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-REFERENCE_MARKERS = ("smplx", "ref", "torch")
+REFERENCE_WORDS = {"smplx", "ref", "reference", "torch"}
 
 
 def device_name(machine_info: dict) -> str:
@@ -26,7 +28,7 @@ def device_name(machine_info: dict) -> str:
 
 
 def is_reference(name: str) -> bool:
-    return any(m in name.lower() for m in REFERENCE_MARKERS)
+    return not REFERENCE_WORDS.isdisjoint(re.split(r"[^a-z0-9]+", name.lower()))
 
 
 def passes(name: str) -> str | None:

@@ -36,11 +36,14 @@ def test_ratio_pairs_like_with_like(tmp_path):
         _bench("test_body[ours_joints_only_fwd_bwd-64]", "body-B64", 0.0006),
         _bench("test_smplify[smplx_reference]", "smplify-B64", 9.0),
         _bench("test_smplify[fast]", "smplify-B64", 0.12),
+        _bench("test_loader[reference_dataloader]", "loader", 0.2),
+        _bench("test_loader_gpu[torchvision_gpu]", "loader", 0.05),
     ])
     got = {(r[1], r[2]): r for r in ratio.rows(p)}
     assert set(got) == {("test_body[smplx_fwd-64]", "test_body[ours_full_fwd-64]"),
                         ("test_body[smplx_fwd_bwd-64]", "test_body[ours_joints_only_fwd_bwd-64]"),
-                        ("test_smplify[smplx_reference]", "test_smplify[fast]")}
+                        ("test_smplify[smplx_reference]", "test_smplify[fast]"),
+                        ("test_loader[reference_dataloader]", "test_loader_gpu[torchvision_gpu]")}
     r = got[("test_body[smplx_fwd_bwd-64]", "test_body[ours_joints_only_fwd_bwd-64]")]
     assert abs(r[5] - 80.0) < 1e-9 and r[6] == "NVIDIA H100 80GB HBM3" and r[7] == "2026-11-28"
     assert abs(got[("test_smplify[smplx_reference]", "test_smplify[fast]")][5] - 75.0) < 1e-9

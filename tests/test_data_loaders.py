@@ -1,5 +1,8 @@
-"""The two loaders (DALI on CPU, torch DataLoader + PIL): same plan -> same batch; crop geometry
-checked against dots drawn at known image points; flips; unreadable images named; the sampler."""
+"""The loaders (DALI on CPU, torch DataLoader + PIL, torchvision decode + the torch crop): same plan ->
+same batch; crop geometry checked against dots drawn at known image points; flips; unreadable images
+named; the sampler. The torch crop of the torchvision loader runs here with PIL decoding (`torchcrop`),
+since torchvision does not import beside the CPU torch; torchvision's own decode is tested where it
+imports (and on CUDA in tests/test_gpu_loaders.py)."""
 import io
 
 import numpy as np
@@ -13,6 +16,7 @@ from spin_fast.data.batch import ImageError, Sources, make_plan
 from spin_fast.data.dali_loader import DaliLoader
 from spin_fast.data.humandata import HumanData, spin49_to_humandata, write_humandata
 from spin_fast.data.reference_loader import ReferenceLoader
+from spin_fast.data.torchvision_loader import TorchvisionLoader, pil_decoder, torchvision_status
 from spin_fast.data.sampler import MixedSampler
 from spin_fast.geometry import flip_pose
 
@@ -59,10 +63,17 @@ def fixed_params(n):
                      rot_deg=np.array([0, 25, -40, 60, 0, -10, 33, 0][:n], np.float32))
 
 
+TORCH_CROP = "torchcrop"  # TorchvisionLoader with PIL decoding: the torch crop without torchvision
+
+
 def one_batch(loader_cls, sources, plan, **kw):
     planner = lambda step: plan  # noqa: E731
     if loader_cls is DaliLoader:
         ld = DaliLoader(sources, planner, batch_size=len(plan), threads=1, num_steps=1, **kw)
+    elif loader_cls == TORCH_CROP:
+        ld = TorchvisionLoader(sources, planner, num_steps=1, decoder=pil_decoder, **kw)
+    elif loader_cls is TorchvisionLoader:
+        ld = TorchvisionLoader(sources, planner, num_steps=1, **kw)
     else:
         ld = ReferenceLoader(sources, planner, threads=0, num_steps=1, **kw)
     return list(ld.iter_from(0)), ld
@@ -84,7 +95,44 @@ def test_dali_matches_reference(tiny, roi_decode):
     assert ref["image_path"] == dali["image_path"]
 
 
-@pytest.mark.parametrize("loader_cls", [ReferenceLoader, DaliLoader], ids=["reference", "dali"])
+def assert_same_batch(ref, other, tol_levels=2.0):
+    """Pixels within `tol_levels` 0-255 levels in the mean (batch and every sample), labels exact."""
+    assert other["img"].shape == ref["img"].shape and other["img"].dtype == torch.float32
+    diff = (denormalize(other["img"].cpu()) - denormalize(ref["img"].cpu())).abs()
+    assert diff.mean() < tol_levels and diff.mean(dim=(1, 2, 3)).max() < tol_levels, diff.mean(dim=(1, 2, 3))
+    for k, v in ref.items():
+        if torch.is_tensor(v) and k != "img":
+            assert torch.equal(v, other[k].cpu()), k
+    assert ref["image_path"] == other["image_path"]
+
+
+def test_torch_crop_matches_reference(tiny):
+    """The torchvision loader's crop (affine_grid + grid_sample), decoded by PIL: the reference's
+    pixels within 2 levels in the mean (as DALI), 99% of them within one rounding step (1 level times
+    the noise, at most 1.4), labels exact."""
+    n = len(tiny.data[0])
+    plan = make_plan(tiny, 0, np.zeros(n, np.int64), np.arange(n), fixed_params(n))
+    (ref,), _ = one_batch(ReferenceLoader, tiny, plan)
+    (ours,), _ = one_batch(TORCH_CROP, tiny, plan)
+    assert_same_batch(ref, ours)
+    diff = (denormalize(ours["img"]) - denormalize(ref["img"])).abs()
+    assert (diff <= 1.41).float().mean() > 0.99, (diff <= 1.41).float().mean()
+
+
+def test_torchvision_loader_matches_reference(tiny):
+    """torchvision's decode_jpeg + the torch crop, on CPU, against the reference (the CUDA twin is in
+    tests/test_gpu_loaders.py): pixels within 2 levels in the mean, labels exact."""
+    why = torchvision_status()
+    if why is not None:
+        pytest.skip(why)
+    n = len(tiny.data[0])
+    plan = make_plan(tiny, 0, np.zeros(n, np.int64), np.arange(n), fixed_params(n))
+    (ref,), _ = one_batch(ReferenceLoader, tiny, plan)
+    (ours,), _ = one_batch(TorchvisionLoader, tiny, plan)
+    assert_same_batch(ref, ours)
+
+
+@pytest.mark.parametrize("loader_cls", [ReferenceLoader, DaliLoader, TORCH_CROP], ids=["reference", "dali", "torchcrop"])
 def test_keypoints_land_on_image_content(tmp_path, loader_cls):
     """Dots drawn at known image points must appear in the crop where keypoints2d says (< 0.5 px)."""
     w, h = 300, 260
@@ -159,7 +207,7 @@ def _corrupt_sources(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["truncated", "missing", "garbage"])
-@pytest.mark.parametrize("loader_cls", [ReferenceLoader, DaliLoader], ids=["reference", "dali"])
+@pytest.mark.parametrize("loader_cls", [ReferenceLoader, DaliLoader, TORCH_CROP], ids=["reference", "dali", "torchcrop"])
 def test_unreadable_image_is_named(tmp_path, loader_cls, kind):
     src, plan = _corrupt_sources(tmp_path, kind)
     with pytest.raises(ImageError, match="g1.jpg"):
@@ -258,3 +306,38 @@ def test_dali_decode_error_behind_prefetched_steps(tmp_path):
 def test_dali_prefetch_must_be_positive(tiny):
     with pytest.raises(ValueError, match="prefetch"):
         DaliLoader(tiny, lambda s: None, batch_size=4, prefetch=0)
+
+
+# --- backend choice -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("have,device,want", [
+    ({"dali", "torchvision"}, "cuda", "dali"), ({"torchvision"}, "cuda", "torchvision"), (set(), "cuda", "reference"),
+    ({"dali", "torchvision"}, "cpu", "reference"), ({"dali"}, None, "reference"),
+], ids=["cuda-dali", "cuda-torchvision", "cuda-reference", "cpu-reference", "nodevice-reference"])
+def test_auto_backend_never_picks_what_does_not_import(monkeypatch, have, device, want):
+    import spin_fast.data as D
+
+    monkeypatch.setattr(D, "backend_status", lambda b: None if b in have | {"reference"} else f"{b} missing")
+    assert D.choose_backend("auto", device) == want
+    for b in ("dali", "torchvision"):
+        if b in have:
+            assert D.choose_backend(b, device) == b
+        else:
+            with pytest.raises(D.BackendUnavailable, match=f"^data.loader {b}: {b} missing$"):
+                D.choose_backend(b, device)
+    with pytest.raises(ValueError, match="one of"):
+        D.choose_backend("nvjpeg", device)
+
+
+def test_train_cli_refuses_a_loader_that_does_not_import(tmp_path, capsys):
+    """`--data.loader torchvision` where torchvision does not import: exit 2 and one line saying why,
+    before any data is generated."""
+    from spin_fast.train.__main__ import main
+
+    if torchvision_status() is None:
+        pytest.skip("torchvision imports here: the backend is available")
+    rc = main(["--data.loader", "torchvision", "--max-steps", "1", "--work-dir", str(tmp_path / "w"),
+               "--data-root", str(tmp_path / "no_data_here")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("spin_fast.train: data.loader torchvision: torchvision does not import here"), err
+    assert not (tmp_path / "w").exists()

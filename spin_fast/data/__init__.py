@@ -1,12 +1,20 @@
-"""Data: HumanData files, mixed sampling, augmentation, and two loaders that give the same batches.
+"""Data: HumanData files, mixed sampling, augmentation, and three loaders that give the same batches.
 
 Modules: `humandata` (mmhuman3d .npz reader/writer), `datasets` (registry: files and mix ratios),
 `sampler` (fixed-ratio mixed sampling, sharded by rank), `augment` (SPIN's augmentation and the crop
 affine), `batch` (per-step plans, labels, image checks), `dali_loader` (NVIDIA DALI, GPU or CPU
-operators), `reference_loader` (torch DataLoader + PIL), `synth` (rendered synthetic datasets),
-`check` (validate a data root). CLI: `python -m spin_fast.data {check,synth} ...`.
+operators), `torchvision_loader` (torchvision's nvJPEG decode + the crop in torch on the device),
+`reference_loader` (torch DataLoader + PIL), `synth` (rendered synthetic datasets), `check`
+(validate a data root). CLI: `python -m spin_fast.data {check,synth} ...`.
 
-The batch (one dict, the same from both loaders; B = this rank's batch size):
+Backends (`data.loader`): `dali`, `torchvision`, `reference`, or `auto`:
+    CUDA device: DALI where it imports, else torchvision where it imports, else the reference;
+    CPU device:  the reference (the loader benchmark has DALI's CPU operators no faster on CPU:
+                 0.83x in benches/RESULTS.md, 1.00x on one core).
+`auto` never picks a backend that cannot be imported; naming one is a `BackendUnavailable` error
+that says why.
+
+The batch (one dict, the same from every loader; B = this rank's batch size):
 
 | key           | shape, dtype           | meaning                                                        |
 |---------------|------------------------|----------------------------------------------------------------|
@@ -35,7 +43,44 @@ from __future__ import annotations
 from spin_fast.data.humandata import HumanData, HumanDataError, write_humandata  # noqa: F401
 from spin_fast.data.batch import ImageError  # noqa: F401
 
-BACKENDS = ("auto", "dali", "reference")
+BACKENDS = ("auto", "dali", "torchvision", "reference")
+
+
+class BackendUnavailable(RuntimeError):
+    """The loader backend asked for by name cannot be imported here (the message says why)."""
+
+
+def backend_status(backend: str) -> str | None:
+    """None when `backend` can be built here, else why not (one line)."""
+    if backend == "dali":
+        from spin_fast.data.dali_loader import dali_available
+
+        return None if dali_available() else "nvidia-dali is not installed (pip install spin_fast[dali])"
+    if backend == "torchvision":
+        from spin_fast.data.torchvision_loader import torchvision_status
+
+        return torchvision_status()
+    if backend == "reference":
+        return None
+    raise ValueError(f"loader backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def choose_backend(backend: str, device=None) -> str:
+    """The concrete backend for `backend` (auto resolved as the module docstring says) on `device`."""
+    import torch
+
+    if backend not in BACKENDS:
+        raise ValueError(f"loader backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        why = backend_status(backend)
+        if why is not None:
+            raise BackendUnavailable(f"data.loader {backend}: {why}")
+        return backend
+    if device is not None and torch.device(device).type == "cuda":
+        for candidate in ("dali", "torchvision"):
+            if backend_status(candidate) is None:
+                return candidate
+    return "reference"
 
 
 class Loader:
@@ -45,7 +90,7 @@ class Loader:
         self.sources, self.impl, self.sampler = sources, impl, sampler
         self.dataset_names = sources.names
         self.dataset_sizes = sources.sizes
-        self.backend = "dali" if type(impl).__name__ == "DaliLoader" else "reference"
+        self.backend = impl.backend
 
     @property
     def skipped(self) -> list[str]:
@@ -59,14 +104,19 @@ class Loader:
 
 
 def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, device, num_steps, seed):
-    from spin_fast.data.dali_loader import DaliLoader, dali_available
-    from spin_fast.data.reference_loader import ReferenceLoader
+    backend = choose_backend(backend, device)
+    if backend == "dali":
+        from spin_fast.data.dali_loader import DaliLoader
 
-    if backend not in BACKENDS:
-        raise ValueError(f"loader backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "dali" or (backend == "auto" and dali_available()):
         return DaliLoader(sources, planner, batch_size, threads=threads, skip_bad_images=skip_bad_images,
                           device=device, num_steps=num_steps, seed=seed)
+    if backend == "torchvision":
+        from spin_fast.data.torchvision_loader import TorchvisionLoader
+
+        return TorchvisionLoader(sources, planner, skip_bad_images=skip_bad_images, device=device,
+                                 num_steps=num_steps)
+    from spin_fast.data.reference_loader import ReferenceLoader
+
     return ReferenceLoader(sources, planner, threads=threads, skip_bad_images=skip_bad_images, device=device,
                            num_steps=num_steps)
 

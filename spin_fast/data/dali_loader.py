@@ -88,6 +88,8 @@ def _to_torch(tensor_list) -> torch.Tensor:
 class DaliLoader:
     """Batches of a planner through a DALI pipeline. `iter_from(step)` yields batch dicts."""
 
+    backend = "dali"
+
     def __init__(self, sources: Sources, planner: Callable[[int], BatchPlan], batch_size: int, threads: int = 2,
                  skip_bad_images: bool = False, device=None, num_steps: int | None = None,
                  roi_decode: bool = True, seed: int = 0, prefetch: int = 2):

@@ -89,6 +89,8 @@ class ReferenceLoader:
 
     `iter_from(step)` yields the batch dicts of steps step, step+1, ... (up to `num_steps`)."""
 
+    backend = "reference"
+
     def __init__(self, sources: Sources, planner: Callable[[int], BatchPlan], threads: int = 2,
                  skip_bad_images: bool = False, device=None, num_steps: int | None = None):
         self.sources, self.planner, self.threads = sources, planner, threads

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backbone", choices=("resnet50", "resnet18"), help="default: read from the checkpoint")
     ap.add_argument("--bf16", action="store_true", help="network under bf16 autocast (SMPL and metrics stay fp32)")
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--loader", default="auto", choices=("auto", "dali", "reference"))
+    ap.add_argument("--loader", default="auto", choices=("auto", "dali", "torchvision", "reference"))
     ap.add_argument("--threads", type=int, default=2, help="loader threads")
     ap.add_argument("--device", help="default: cuda if available, else cpu")
     ap.add_argument("--trust-checkpoint", action="store_true",
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     from spin_fast.config import default_device, resolve_data_root
-    from spin_fast.data import build_eval_loader
+    from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
     from spin_fast.data.datasets import get_dataset
 
     if args.batch_size < 1:
@@ -56,6 +56,10 @@ def main(argv=None) -> dict:
     device = torch.device(args.device) if args.device else default_device()
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)
+    try:
+        choose_backend(args.loader, device)
+    except BackendUnavailable as e:
+        raise SystemExit(str(e)) from None
 
     paths = resolve_data_root(args.data_root)
     synthetic = args.data_root is None and not os.environ.get("SPIN_FAST_DATA_ROOT")

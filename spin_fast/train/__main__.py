@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"spin_fast.train: config error: {e}", file=sys.stderr)
         return 2
+    from spin_fast.data import BackendUnavailable
     from spin_fast.train.loop import train
 
     if cfg.demo:
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
         result = train(cfg, resume=args.resume)
     except ConfigError as e:
         print(f"spin_fast.train: config error: {e}", file=sys.stderr)
+        return 2
+    except BackendUnavailable as e:
+        print(f"spin_fast.train: {e}", file=sys.stderr)
         return 2
     if result:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))

@@ -42,7 +42,7 @@ class DataConfig:
     root: str | None = None          # mmhuman3d data root; None = synthetic stand-in (announced)
     mix: dict[str, float] = field(default_factory=lambda: dict(MMHUMAN3D_MIX))
     batch_size: int = 32             # per process
-    loader: str = "auto"             # auto (DALI when importable) | dali | reference
+    loader: str = "auto"             # auto | dali | torchvision | reference (spin_fast.data: backends)
     threads: int = 2                 # CPU threads for decoding / augmentation
     rot_prob: float = 0.6            # mmhuman3d 0.6, SPIN 0.4
     skip_bad_images: bool = False    # count and skip unreadable images instead of failing
@@ -123,7 +123,7 @@ DEMO_OVERRIDES = {
 }
 
 CHOICES = {
-    "data.loader": ("auto", "dali", "reference"), "model.backbone": ("resnet50", "resnet18"),
+    "data.loader": ("auto", "dali", "torchvision", "reference"), "model.backbone": ("resnet50", "resnet18"),
     "smplify.flavor": ("spin", "mmhuman3d"), "loss.preset": tuple(LOSS_PRESETS),
     "loss.criterion": (None, "smooth_l1", "mse"), "loss.convention": (None, "mmhuman3d", "spin"), "device": ("auto", "cpu", "cuda"),
 }

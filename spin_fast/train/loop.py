@@ -143,7 +143,7 @@ def build_smplify(cfg: TrainConfig, paths, body, device):
 def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) -> dict:
     """Run (or with `resume`, continue) training; returns the last logged metrics (and, with
     `return_state`, this rank's final 'model' state_dict and 'fits' table, for tests)."""
-    from spin_fast.data import build_train_loader
+    from spin_fast.data import build_train_loader, choose_backend
     from spin_fast.model import HMR
     from spin_fast.body import BodyModel
     from spin_fast.smplify import FitsStore
@@ -156,6 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
                           "makes the ranks' batches differ in size); run `python -m spin_fast.data check` "
                           "to find the unreadable images, fix or drop them, and train without it")
     rank, world, device = init_distributed(cfg.device)
+    choose_backend(cfg.data.loader, device)  # a loader that cannot be imported fails here, before any work
     torch.manual_seed(cfg.seed + rank)
     work_dir = Path(cfg.work_dir)
     if rank == 0:
