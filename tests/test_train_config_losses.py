@@ -64,20 +64,18 @@ def test_camera_prior_and_param_losses_hand_worked():
     betas[1] = 7.0  # sample 1 is not a valid fit: never counted
     target[1, 6] = 1.0
     valid = torch.tensor([True, False])
-    # spin: the valid sample alone; mmhuman3d: both samples, the invalid one weighted 0
-    for conv, n in (("spin", 1), ("mmhuman3d", 2)):
-        pose_l, beta_l = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid, conv)
-        assert math.isclose(pose_l.item(), 4.0 / (n * 24 * 9), rel_tol=1e-5)
-        assert math.isclose(beta_l.item(), 1.0 / n, rel_tol=1e-6)
-        z_pose, z_beta = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid & False, conv)
-        assert z_pose.item() == 0.0 and z_beta.item() == 0.0
+    # both codebases average over the valid fits only (mmhuman3d's mesh_estimator.py since 2022, SPIN)
+    pose_l, beta_l = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid)
+    assert math.isclose(pose_l.item(), 4.0 / (24 * 9), rel_tol=1e-5)
+    assert math.isclose(beta_l.item(), 1.0, rel_tol=1e-6)
+    z_pose, z_beta = L.smpl_param_losses(rot, betas, target, torch.zeros(2, 10), valid & False)
+    assert z_pose.item() == 0.0 and z_beta.item() == 0.0
     verts = torch.zeros(2, 5, 3)
     target_v = verts.clone()
     target_v[0, 2, 1] = 0.3
     target_v[1] = 9.0
-    assert math.isclose(L.vertex_loss(verts, target_v, valid, "spin").item(), 0.3 / 15, rel_tol=1e-6)
-    assert math.isclose(L.vertex_loss(verts, target_v, valid, "mmhuman3d").item(), 0.3 / 30, rel_tol=1e-6)
-    assert L.vertex_loss(verts, target_v, valid & False, "mmhuman3d").item() == 0.0
+    assert math.isclose(L.vertex_loss(verts, target_v, valid).item(), 0.3 / 15, rel_tol=1e-6)
+    assert L.vertex_loss(verts, target_v, valid & False).item() == 0.0
 
 
 def test_keypoint_losses_hand_worked():
@@ -90,35 +88,45 @@ def test_keypoint_losses_hand_worked():
         pred = gt2d[..., :2] + shift
         assert L.keypoints2d_loss(pred, gt2d, 224, "mse", 1.0, conv).item() < 1e-12
         pred[0, 30, 0] += 223.0 / 2 if conv == "mmhuman3d" else 224.0 / 2  # +1.0 in normalised x
-        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 1.0, conv).item(), 1.0 / (49 * 2), rel_tol=1e-5)
-        pred[0, 3, 1] += 30.0  # weighted by openpose_weight
-        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 0.0, conv).item(), 1.0 / (49 * 2), rel_tol=1e-5)
+        # mmhuman3d divides by the entries of positive confidence (2 joints x 2), SPIN by all 49 x 2
+        n = 4 if conv == "mmhuman3d" else 49 * 2
+        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 1.0, conv).item(), 1.0 / n, rel_tol=1e-5)
+        pred[0, 3, 1] += 30.0  # weighted by openpose_weight (0: out of mmhuman3d's count as well)
+        n = 2 if conv == "mmhuman3d" else 49 * 2
+        assert math.isclose(L.keypoints2d_loss(pred, gt2d, 224, "mse", 0.0, conv).item(), 1.0 / n, rel_tol=1e-5)
     gt3d = torch.zeros(2, 49, 4)
-    gt3d[:, :, 3] = 1.0
+    gt3d[0, 25:, 3] = 1.0  # sample 0: the 24 GT joints; sample 1: no 3D (confidence 0)
     gt3d[:, 27, :3] = torch.tensor([-0.1, 0.0, 0.0])
     gt3d[:, 28, :3] = torch.tensor([0.1, 0.0, 0.0])
     has = torch.tensor([True, False])
     pred3d = gt3d[..., :3] + torch.tensor([5.0, -2.0, 1.0])  # a pure translation: 0 after hip centring
     for conv in ("mmhuman3d", "spin"):
         assert L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", conv).item() < 1e-12
-    pred3d[0, 0, 1] += 0.5  # an OpenPose joint: left out by both codebases
+    pred3d[0, 0, 1] += 0.5  # an OpenPose joint without 3D confidence
     pred3d[1, 30, 1] += 0.5  # a sample without 3D
     for conv in ("mmhuman3d", "spin"):
         assert L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", conv).item() < 1e-12
     pred3d[0, 30, 1] += 0.5  # GT joint 5 of sample 0: smooth L1 of 0.5 = 0.5 * 0.25
     got = {c: L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", c).item() for c in ("mmhuman3d", "spin")}
-    assert math.isclose(got["mmhuman3d"], 0.125 / (2 * 49 * 3), rel_tol=1e-5)  # every sample, 49 joints
+    assert math.isclose(got["mmhuman3d"], 0.125 / (24 * 3), rel_tol=1e-5)  # entries of positive confidence
     assert math.isclose(got["spin"], 0.125 / (1 * 24 * 3), rel_tol=1e-5)  # samples with 3D, 24 GT joints
-    assert L.keypoints3d_loss(pred3d, gt3d, torch.tensor([False, False]), "smooth_l1").item() == 0.0
+    gt3d[0, 0, 3] = 1.0  # the OpenPose joint gets 3D confidence: mmhuman3d counts it, SPIN never does
+    got = {c: L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", c).item() for c in ("mmhuman3d", "spin")}
+    assert math.isclose(got["mmhuman3d"], 0.25 / (25 * 3), rel_tol=1e-5)
+    assert math.isclose(got["spin"], 0.125 / (1 * 24 * 3), rel_tol=1e-5)
+    for conv in ("mmhuman3d", "spin"):
+        assert L.keypoints3d_loss(pred3d, gt3d * torch.tensor([1.0, 1, 1, 0]), torch.tensor([False, False]),
+                                  "smooth_l1", conv).item() == 0.0
     with pytest.raises(ValueError, match="convention"):
         L.keypoints3d_loss(pred3d, gt3d, has, "smooth_l1", "other")
 
 
 def test_presets_follow_their_codebases():
-    """mmhuman3d zeroes the OpenPose masks in its keypoint losses; SPIN weights OpenPose 2D by 0."""
-    for name, conv in (("mmhuman3d", "mmhuman3d"), ("spin", "spin")):
+    """mmhuman3d @ 8c95747 weights every joint, OpenPose included, by its confidence; SPIN weights
+    OpenPose 2D by 0."""
+    for name, conv, op in (("mmhuman3d", "mmhuman3d", 1.0), ("spin", "spin", 0.0)):
         w = LossConfig(preset=name).resolved()
-        assert w["openpose_2d"] == 0.0 and w["convention"] == conv
+        assert w["openpose_2d"] == op and w["convention"] == conv
     assert LossConfig(preset="spin", convention="mmhuman3d").resolved()["convention"] == "mmhuman3d"
 
 

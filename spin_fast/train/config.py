@@ -23,10 +23,10 @@ import yaml
 MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
 
 LOSS_PRESETS = {
-    # mmhuman3d resnet50_spin_pw3d_cache.py; its BodyModelEstimator.compute_losses zeroes the OpenPose
-    # joints' masks (the first 25 of 49) in both keypoint losses
+    # mmhuman3d @ 8c95747, configs/spin/resnet50_spin_pw3d_cache.py with mesh_estimator.py: all 49 joints
+    # (OpenPose included) enter both keypoint losses, weighted by their confidence (losses.py)
     "mmhuman3d": dict(keypoints3d=100.0, keypoints2d=10.0, vertices=2.0, pose=3.0, betas=0.02, camera=60.0,
-                      openpose_2d=0.0, criterion="smooth_l1", overall=1.0, convention="mmhuman3d"),
+                      openpose_2d=1.0, criterion="smooth_l1", overall=1.0, convention="mmhuman3d"),
     # SPIN's trainer: 60 * (5 L2d + 5 L3d + 0 Lshape + Lpose + 0.001 Lbetas + cam prior), MSE, OpenPose 2D off
     "spin": dict(keypoints3d=5.0, keypoints2d=5.0, vertices=0.0, pose=1.0, betas=0.001, camera=1.0,
                  openpose_2d=0.0, criterion="mse", overall=60.0, convention="spin"),

@@ -1,15 +1,23 @@
-"""SPIN's training losses as small pure functions (SPEC.md "Training").
+"""SPIN's training losses as small pure functions (SPEC.md "Training"), each codebase's way.
 
-Weights come from `spin_fast.train.config.LOSS_PRESETS` ('mmhuman3d' default, 'spin' preset):
-    total = overall * ( w3d  * keypoints3d   criterion on the 24 GT joints centred at the GT hip midpoint
+Weights come from the preset (`spin_fast.train.config.LOSS_PRESETS`):
+    total = overall * ( w3d  * keypoints3d   criterion on 3D joints centred at the GT hip midpoint
                       + w2d  * keypoints2d   criterion on normalised crop coordinates, conf-weighted
                                              (OpenPose joints x openpose_2d)
                       + wv   * vertices      L1 to the fit's mesh, valid fits only
                       + wp   * pose          MSE on rotation matrices, valid fits only
                       + wb   * betas         MSE, valid fits only
                       + wc   * camera        mean(exp(-10 s)^2) )
-Every function returns a scalar; a term whose mask selects no sample is 0 (not NaN). `convention`
-('mmhuman3d' | 'spin', set by the preset) picks each codebase's 2D normalisation and 3D averaging.
+`convention` picks how the keypoint terms are normalised and averaged:
+  mmhuman3d (mesh_estimator.py with a config that collects no has_keypoints2d/3d, as the SPIN cache
+            config): the confidence-weighted sum over all 49 joints divided by the number of entries
+            (joint x coordinate) whose confidence is > 0;
+  spin      (train/trainer.py): the mean over every entry (2D: all B x 49 x 2; 3D: the 24 GT joints
+            of the samples with 3D).
+Vertex, pose and betas terms are the mean over the valid fits' entries in both codebases.
+
+Every function returns a scalar, 0 (not NaN) when nothing is selected, and none reads a value back
+to the host: selections are masks, averages are masked sums over clamped counts.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from spin_fast.geometry import axis_angle_to_rotmat
 # smpl_49 GT hips (SPEC.md: the 24 GT joints start at 25; R hip = 25+2, L hip = 25+3)
 GT_RIGHT_HIP, GT_LEFT_HIP = 27, 28
 NUM_OPENPOSE = 25
+CONVENTIONS = ("mmhuman3d", "spin")
 
 
 def _criterion(name: str):
@@ -29,6 +38,18 @@ def _criterion(name: str):
     if name == "mse":
         return lambda a, b: F.mse_loss(a, b, reduction="none")
     raise ValueError(f"loss criterion must be 'smooth_l1' or 'mse', got {name!r}")
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"loss convention must be 'mmhuman3d' or 'spin', got {convention!r}")
+
+
+def _mean_over_positive(weighted_err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """mmhuman3d's average: sum of conf * err over the number of entries with conf > 0 (0 if none).
+    conf broadcasts against weighted_err; the count is taken at weighted_err's shape."""
+    count = (conf > 0).expand_as(weighted_err).sum()
+    return weighted_err.sum() / count.clamp(min=1)
 
 
 def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d", projected: bool = False) -> torch.Tensor:
@@ -48,71 +69,55 @@ def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d", 
 def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int, criterion: str,
                      openpose_weight: float = 1.0, flavor: str = "mmhuman3d") -> torch.Tensor:
     """pred_px (B, 49, 2) projected crop pixels (principal point img_res/2); gt_kp2d (B, 49, 3) crop
-    pixels + confidence. Averaged over all B x 49 x 2 entries (both codebases)."""
-    conf = gt_kp2d[..., 2:3].clone()
-    conf[:, :NUM_OPENPOSE] *= openpose_weight
-    err = _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor, projected=True),
-                                normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
-    return (conf * err).mean()
+    pixels + confidence; the first 25 (OpenPose) confidences are scaled by openpose_weight.
+    mmhuman3d: sum(conf * err) / #(entries with conf > 0); spin: mean over all B x 49 x 2 entries."""
+    _check_convention(flavor)
+    joint = torch.arange(gt_kp2d.shape[1], device=gt_kp2d.device)
+    conf = gt_kp2d[..., 2:3] * torch.where(joint < NUM_OPENPOSE, float(openpose_weight), 1.0)[:, None].to(gt_kp2d.dtype)
+    err = conf * _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor, projected=True),
+                                       normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
+    return _mean_over_positive(err, conf) if flavor == "mmhuman3d" else err.mean()
 
 
 def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: torch.Tensor,
                      criterion: str, convention: str = "mmhuman3d") -> torch.Tensor:
-    """pred_joints (B, 49, 3); gt_kp3d (B, 49, 4) metres + confidence; has_3d (B,) bool.
-    Both centred at their own GT hip midpoint (joints 27, 28). Only the 24 GT joints count: both
-    codebases leave the 25 OpenPose joints out. Averaged as each codebase does:
-      mmhuman3d: over every sample and all 49 joints (masked entries count in the mean);
-      spin:      over the samples with 3D and the 24 GT joints."""
-    m = has_3d.bool()
-    if not m.any():
-        return pred_joints.sum() * 0.0
+    """pred_joints (B, 49, 3); gt_kp3d (B, 49, 4) metres + confidence; has_3d (B,) bool. Both centred
+    at their own GT hip midpoint (joints 27, 28).
+      mmhuman3d: all 49 joints weighted by their confidence (OpenPose ones too: they count wherever
+                 the data gives them confidence), sum / #(entries with conf > 0); has_3d is not read
+                 (a sample without 3D has confidence 0 everywhere);
+      spin:      the 24 GT joints of the samples with has_3d, conf-weighted, mean over those entries."""
+    _check_convention(convention)
+    g, conf = gt_kp3d[..., :3], gt_kp3d[..., 3:4]
+    g = g - 0.5 * (g[:, GT_RIGHT_HIP] + g[:, GT_LEFT_HIP])[:, None]
+    p = pred_joints - 0.5 * (pred_joints[:, GT_RIGHT_HIP] + pred_joints[:, GT_LEFT_HIP])[:, None]
+    err = _criterion(criterion)(p, g)  # (B, 49, 3)
     if convention == "mmhuman3d":
-        p, g = pred_joints, gt_kp3d
-        gt_joint = torch.arange(g.shape[1], device=g.device) >= NUM_OPENPOSE
-        conf = g[..., 3:4] * (m[:, None] & gt_joint[None, :])[..., None].to(g.dtype)
-        r, l = GT_RIGHT_HIP, GT_LEFT_HIP
-    elif convention == "spin":
-        p, g = pred_joints[m][:, NUM_OPENPOSE:], gt_kp3d[m][:, NUM_OPENPOSE:]
-        conf = g[..., 3:4]
-        r, l = GT_RIGHT_HIP - NUM_OPENPOSE, GT_LEFT_HIP - NUM_OPENPOSE
-    else:
-        raise ValueError(f"keypoints3d_loss: convention must be 'mmhuman3d' or 'spin', got {convention!r}")
-    g = g[..., :3] - 0.5 * (g[:, r, :3] + g[:, l, :3])[:, None]
-    p = p - 0.5 * (p[:, r] + p[:, l])[:, None]
-    return (conf * _criterion(criterion)(p, g)).mean()
+        return _mean_over_positive(conf * err, conf)
+    m = has_3d.bool().reshape(-1, 1, 1)
+    err = torch.where(m, conf * err, 0.0)[:, NUM_OPENPOSE:]
+    return err.sum() / (m.sum() * err.shape[1] * err.shape[2]).clamp(min=1)
 
 
-def _sample_mean(err: torch.Tensor, m: torch.Tensor, convention: str) -> torch.Tensor:
-    """Mean of err (B, ...) over the samples m: 'spin' averages the selected samples only (SPIN
-    indexes them out); 'mmhuman3d' averages every sample with the others weighted 0 (its weight=)."""
-    if convention == "spin":
-        return err[m].mean()
-    if convention == "mmhuman3d":
-        return torch.where(m.reshape(-1, *[1] * (err.dim() - 1)), err, 0.0).mean()
-    raise ValueError(f"loss convention must be 'mmhuman3d' or 'spin', got {convention!r}")
+def _valid_mean(err: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of err (B, ...) over the entries of the valid samples (0 when none is valid)."""
+    m = valid.bool().reshape(-1, *[1] * (err.dim() - 1))
+    per_sample = err[0].numel() if err.shape[0] else 1
+    return torch.where(m, err, 0.0).sum() / (m.sum() * per_sample).clamp(min=1)
 
 
-def vertex_loss(pred_vertices: torch.Tensor, target_vertices: torch.Tensor, valid: torch.Tensor,
-                convention: str = "mmhuman3d") -> torch.Tensor:
-    """L1 between meshes (B, V, 3) of the valid samples (averaged as `convention` says)."""
-    m = valid.bool()
-    if not m.any():
-        return pred_vertices.sum() * 0.0
-    return _sample_mean((pred_vertices - target_vertices).abs(), m, convention)
+def vertex_loss(pred_vertices: torch.Tensor, target_vertices: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L1 between meshes (B, V, 3), averaged over the valid samples' entries (both codebases)."""
+    return _valid_mean((pred_vertices - target_vertices).abs(), valid)
 
 
 def smpl_param_losses(pred_rotmat: torch.Tensor, pred_betas: torch.Tensor, target_pose: torch.Tensor,
-                      target_betas: torch.Tensor, valid: torch.Tensor,
-                      convention: str = "mmhuman3d") -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE on rotation matrices (pred (B, 24, 3, 3) vs target axis-angle (B, 72)) and on betas, of the
-    valid samples (averaged as `convention` says)."""
-    m = valid.bool()
-    if not m.any():
-        z = pred_rotmat.sum() * 0.0 + pred_betas.sum() * 0.0
-        return z, z
+                      target_betas: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE on rotation matrices (pred (B, 24, 3, 3) vs target axis-angle (B, 72)) and on betas,
+    averaged over the valid samples' entries (both codebases)."""
     target_R = axis_angle_to_rotmat(target_pose.reshape(-1, 24, 3))
-    return (_sample_mean((pred_rotmat - target_R).square(), m, convention),
-            _sample_mean((pred_betas - target_betas).square(), m, convention))
+    return (_valid_mean((pred_rotmat - target_R).square(), valid),
+            _valid_mean((pred_betas - target_betas).square(), valid))
 
 
 def camera_prior(pred_camera: torch.Tensor) -> torch.Tensor:

@@ -108,11 +108,11 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
         "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w["criterion"], w["convention"]),
         "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w["criterion"], w["openpose_2d"],
                                           flavor=w["convention"]),
-        "vertices": L.vertex_loss(pred.vertices, target_vertices, sel.valid_fit, w["convention"]),
+        "vertices": L.vertex_loss(pred.vertices, target_vertices, sel.valid_fit),
         "camera": L.camera_prior(pred_cam),
     }
     terms["pose"], terms["betas"] = L.smpl_param_losses(pred_rotmat, pred_betas, sel.fit[:, :72], sel.fit[:, 72:],
-                                                        sel.valid_fit, w["convention"])
+                                                        sel.valid_fit)
     loss = L.total_loss(terms, w)
     logs = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()},
             "fit_updated": sel.updated.float().mean(), "valid_fit": sel.valid_fit.float().mean(),
