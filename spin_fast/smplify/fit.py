@@ -45,6 +45,7 @@ NUM_KEYPOINTS = 49
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 _GRAPH_CACHE_SIZE = 4
+GMM_NORMALISERS = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,18 @@ class SMPLify:
     flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (SPEC.md).
     ftol: relative loss change below which a sample stops (default 1e-4 for 'mmhuman3d', off for 'spin').
     cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA.
+    gmm_normaliser: 'float32' (default: the GMM's per-component normaliser held in float32 before its
+    log, as SPIN's and mmhuman3d's prior.py do) or 'float64' (exact).
     """
 
     def __init__(self, body: BodyModel, gmm_path=None, *, gmm: dict | None = None, stage1_iters: int | None = None,
                  stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
-                 device=None, cuda_graph: bool = True):
+                 device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32"):
         if flavor not in FLAVORS:
             raise ValueError(f"SMPLify: flavor must be one of {FLAVORS}, got {flavor!r}")
+        if gmm_normaliser not in GMM_NORMALISERS:
+            raise ValueError(f"SMPLify: gmm_normaliser must be one of {tuple(GMM_NORMALISERS)}, got {gmm_normaliser!r}")
         if "smpl_49" not in body.joint_sets:
             raise ValueError("SMPLify: the body model has no smpl_49 joint set (give it J_regressor_extra)")
         d1, d2 = DEFAULT_ITERS[flavor]
@@ -112,9 +117,11 @@ class SMPLify:
 
             gmm = load_gmm(gmm_path)
         kw = dict(dtype=self.dtype, device=self.device)
-        # 1. Constants, once: GMM (float64 inverse/logdet, then cast), angle prior, joint row sums.
+        # 1. Constants, once: GMM (float64 inverse/logdet, the normaliser in gmm_normaliser's precision,
+        #    then cast), angle prior, joint row sums.
         self.gmm = tuple(c.to(self.device) for c in gmm_constants(
-            *(torch.as_tensor(np.asarray(gmm[k])) for k in ("means", "covars", "weights")), dtype=self.dtype))
+            *(torch.as_tensor(np.asarray(gmm[k])) for k in ("means", "covars", "weights")), dtype=self.dtype,
+            normaliser_dtype=GMM_NORMALISERS[gmm_normaliser]))
         self.angle_index = torch.tensor(self.cfg.angle_indices, device=self.device)
         self.angle_signs = torch.tensor(ANGLE_PRIOR_SIGNS, **kw)
         stage2_mask = torch.ones(NUM_KEYPOINTS, **kw)

@@ -4,6 +4,10 @@ Math (SPIN's MaxMixturePrior.merged_log_likelihood; SPEC.md "SMPLify"):
     gmm(theta) = min_k [ 1/2 (theta - mu_k)^T P_k (theta - mu_k) + nll_k ],   P_k = Sigma_k^-1
     nll_k      = -log( w_k / ((2 pi)^(D/2) sqrt(det Sigma_k)) )              (exact)
                = the above - 1/2 min_j log det Sigma_j                        (shift='spin')
+SPIN's and mmhuman3d's prior.py (smplify-x's MaxMixturePrior, merged) store the normaliser
+w_k / ((2 pi)^(D/2) sqrt(det_k / det_min)) itself in float32 and take its log there
+(`normaliser_dtype=torch.float32`): where ln(sqrt(det_k/det_min) / w_k) passes ~24 that value is
+subnormal (few significant bits), past ~40 it is 0 and the component's nll is +inf (it never wins).
 The gradient is that of the winning component, P_k* (theta - mu_k*) (P symmetric).
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ def gmm_constants(
     weights: torch.Tensor,
     shift: str = "spin",
     dtype: torch.dtype | None = None,
+    normaliser_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Precompute the per-component constants of the prior, in float64.
 
@@ -27,11 +32,15 @@ def gmm_constants(
     MaxMixturePrior does (nll_weights = w / (c * sqrt_det / min sqrt_det)); the minimising component
     and every gradient are unchanged, only the value moves by that constant. 'exact' keeps the true
     negative log normaliser -log(w_k / ((2 pi)^(D/2) sqrt(det Sigma_k))).
+    normaliser_dtype: the precision the normaliser exp(-nll_k) is held in before its log is taken:
+    float64 (exact) or float32 (SPIN's and mmhuman3d's prior.py; see the module docstring).
     Returns (means (K, D), precisions (K, D, D) = Sigma^-1 symmetrised, nll_weights (K,)) in `dtype`
     (float64 when None).
     """
     if shift not in ("spin", "exact"):
         raise ValueError(f"shift must be 'spin' or 'exact', got {shift!r}")
+    if normaliser_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"normaliser_dtype must be torch.float32 or torch.float64, got {normaliser_dtype}")
     means64 = means.to(torch.float64)
     covars64 = covars.to(torch.float64)
     weights64 = weights.to(torch.float64)
@@ -45,6 +54,9 @@ def gmm_constants(
     nll = -torch.log(weights64) + 0.5 * D * math.log(2.0 * math.pi) + 0.5 * logdet
     if shift == "spin":
         nll = nll - 0.5 * logdet.min()
+    if normaliser_dtype == torch.float32:
+        # the normaliser rounded (or flushed to a subnormal / 0) in float32, its log taken in float32
+        nll = -torch.log(torch.exp(-nll).to(torch.float32)).to(torch.float64)
     out = dtype or torch.float64
     return means64.to(out), precisions.to(out), nll.to(out)
 
