@@ -37,7 +37,8 @@ import torch
 from conftest import HAS_CUDA
 from spin_fast.body import BodyModel
 from spin_fast.body.io import load_gmm, load_regressor, load_smpl
-from spin_fast.body.smplx_reference import SMPLifyReferenceInLoop, SmplxBody
+from spin_fast.body.smplx_reference import SmplxBody
+from spin_fast.smplify.reference import SMPLifyReferenceInLoop
 from spin_fast.config import AssetPaths
 from spin_fast.data import build_train_loader
 from spin_fast.model import HMR

@@ -14,7 +14,6 @@ Environment variables (also listed in README.md):
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,33 +88,21 @@ def synthetic_root() -> Path:
     return cache_dir() / "synthetic" / "data"
 
 
-def resolve_data_root(data_root: str | os.PathLike | None = None, *, announce: bool = True) -> AssetPaths:
-    """Return the asset paths for `data_root`, $SPIN_FAST_DATA_ROOT, or the synthetic stand-in.
+def configured_data_root(data_root: str | os.PathLike | None = None) -> AssetPaths | None:
+    """The asset paths of `data_root`, else of $SPIN_FAST_DATA_ROOT, checked; None when neither is set
+    (then the synthetic stand-in is used: `spin_fast.assets.resolve_data_root`).
 
-    A root may be the mmhuman3d `data/` folder itself or its parent. With no root configured the
-    synthetic stand-in is generated on first use (seconds) and announced, never used silently.
-    """
+    A root may be the mmhuman3d `data/` folder itself or its parent."""
     root = data_root if data_root is not None else os.environ.get(ENV_DATA_ROOT) or None
-    if root is not None:
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"data root {root} does not exist or is not a folder")
-        if (root / "data" / "body_models").is_dir() and not (root / "body_models").is_dir():
-            root = root / "data"
-        paths = AssetPaths(root)
-        paths.check_body_model_files()
-        return paths
-    paths = AssetPaths(synthetic_root())
-    if not all(p.is_file() for p in paths.body_model_files()):
-        from spin_fast.assets import write_assets  # local import: only needed on first use
-
-        if announce:
-            print(f"spin_fast: no data root configured; generating the synthetic SMPL stand-in in {paths.root}",
-                  file=sys.stderr)
-        write_assets(paths.root, seed=0)
-    elif announce:
-        print(f"spin_fast: no data root configured; using the synthetic SMPL stand-in at {paths.root} "
-              "(not the licensed SMPL model)", file=sys.stderr)
+    if root is None:
+        return None
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist or is not a folder")
+    if (root / "data" / "body_models").is_dir() and not (root / "body_models").is_dir():
+        root = root / "data"
+    paths = AssetPaths(root)
+    paths.check_body_model_files()
     return paths
 
 

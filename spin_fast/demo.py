@@ -122,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> list[Path]:
     args = build_parser().parse_args(argv)
     from spin_fast.body import BodyModel
-    from spin_fast.config import default_device, resolve_data_root
+    from spin_fast.assets import resolve_data_root
+    from spin_fast.config import default_device
     from spin_fast.data.batch import ImageError, decode_image
-    from spin_fast.evaluate.runner import load_model
+    from spin_fast.model.checkpoint_import import load_model
     from spin_fast.geometry import rotmat_to_axis_angle, weak_perspective_to_translation
 
     if not os.path.isfile(args.checkpoint):

@@ -4,8 +4,8 @@ import collections
 import pytest
 import torch
 
-from spin_fast.evaluate.checkpoint_import import (CheckpointError, extract_state_dict, infer_backbone,
-                                                  load_hmr_weights, read_checkpoint)
+from spin_fast.model.checkpoint_import import (CheckpointError, extract_state_dict, infer_backbone,
+                                             load_hmr_weights, read_checkpoint)
 from spin_fast.model import HMR
 
 

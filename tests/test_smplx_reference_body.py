@@ -8,7 +8,8 @@ import torch
 
 from spin_fast.body import BodyModel, BodyOutput
 from spin_fast.body.io import load_gmm, load_regressor, load_smpl
-from spin_fast.body.smplx_reference import SMPLifyReferenceInLoop, SmplxBody
+from spin_fast.body.smplx_reference import SmplxBody
+from spin_fast.smplify.reference import SMPLifyReferenceInLoop
 from spin_fast_kernels.kinematic_chain.reference import rodrigues_torch
 
 TOL = 1e-5

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse
 
 from spin_fast.atomic import atomic_write_bytes
-from spin_fast.config import AssetPaths
+from spin_fast.config import AssetPaths, configured_data_root, synthetic_root
 from spin_fast.constants import NUM_JOINTS, SMPL_PARENTS
 
 FORMAT_VERSION = 1
@@ -175,4 +175,24 @@ def write_assets(root: str | os.PathLike, seed: int = 0) -> AssetPaths:
     atomic_write_bytes(paths.gmm, pickle.dumps(make_gmm(seed), protocol=2))
     atomic_write_bytes(paths.root / "SYNTHETIC_STAND_IN.txt",
                        f"spin_fast synthetic SMPL stand-in, format {FORMAT_VERSION}, seed {seed}. Not SMPL.\n".encode())
+    return paths
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None, *, announce: bool = True) -> AssetPaths:
+    """Return the asset paths for `data_root`, $SPIN_FAST_DATA_ROOT, or the synthetic stand-in.
+
+    A root may be the mmhuman3d `data/` folder itself or its parent. With no root configured the
+    synthetic stand-in is written on first use (`write_assets`) and announced, never used silently."""
+    paths = configured_data_root(data_root)
+    if paths is not None:
+        return paths
+    paths = AssetPaths(synthetic_root())
+    if not all(p.is_file() for p in paths.body_model_files()):
+        if announce:
+            print(f"spin_fast: no data root configured; generating the synthetic SMPL stand-in in {paths.root}",
+                  file=sys.stderr)
+        write_assets(paths.root, seed=0)
+    elif announce:
+        print(f"spin_fast: no data root configured; using the synthetic SMPL stand-in at {paths.root} "
+              "(not the licensed SMPL model)", file=sys.stderr)
     return paths

@@ -1,12 +1,10 @@
-"""smplx-based stand-ins for the training step's body model and SMPLify: the reference path of the
-training-step benchmark (benches/test_bench_train_step.py).
+"""The SMPL body through smplx: the reference that BodyModel is checked against and the body of the
+reference SMPLify (spin_fast.smplify.reference) and of the training-step benchmark's reference path.
 
-`SmplxBody` has BodyModel's API (`forward(...) -> BodyOutput`, `joints_only(...)`, the same joint
-sets) but evaluates everything the way SPIN does: smplx.SMPL's full mesh forward (45 smplx joints)
-and the extra regressors applied to its vertices. `joints_only` is the full forward's joints: no
-shortcut, the mesh is built every call. `SMPLifyReferenceInLoop` is `SMPLifyReference` plus the
-`joint_loss` method that `spin_fast.train.step.train_step` calls on the fitter, and runs
-under the step's torch.no_grad() (as the fast SMPLify does).
+`smplx_body` builds smplx.SMPL from a `load_smpl` dict. `SmplxBody` has BodyModel's API
+(`forward(...) -> BodyOutput`, `joints_only(...)`, the same joint sets) but evaluates everything the
+way SPIN does: smplx.SMPL's full mesh forward (45 smplx joints) and the extra regressors applied to
+its vertices. `joints_only` is the full forward's joints: no shortcut, the mesh is built every call.
 """
 from __future__ import annotations
 
@@ -14,10 +12,21 @@ import numpy as np
 import torch
 
 from spin_fast.body.model import JOINT_SETS, BodyOutput
-from spin_fast.constants import NUM_JOINTS, SMPL_54_TO_49, STAGE2_IGNORED_JOINTS
-from spin_fast.smplify.reference import SMPLifyReference, smplx_body
+from spin_fast.constants import NUM_JOINTS, SMPL_54_TO_49
 
 NUM_BODY = NUM_JOINTS - 1
+
+
+def smplx_body(smpl: dict, dtype: torch.dtype = torch.float32):
+    """smplx.SMPL built from a `spin_fast.body.io.load_smpl` dict (no file, no chumpy)."""
+    import smplx
+    from smplx.utils import Struct
+
+    struct = Struct(**{k: smpl[k] for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
+                                            "weights", "kintree_table", "f")})
+    return smplx.SMPL(model_path="", data_struct=struct, create_betas=False, create_global_orient=False,
+                      create_body_pose=False, create_transl=False, num_betas=smpl["shapedirs"].shape[-1],
+                      dtype=dtype)
 
 
 def _rotmat_input(x: torch.Tensor, B: int, n: int) -> bool:
@@ -122,25 +131,3 @@ class SmplxBody(torch.nn.Module):
         """The full forward's joints (the mesh is built: this is the reference, not a shortcut)."""
         return self.forward(betas, body_pose, global_orient, transl, joint_set).joints
 
-
-class SMPLifyReferenceInLoop(SMPLifyReference):
-    """SMPLifyReference with the `joint_loss` the training step scores stored fits with (the same
-    numbers as spin_fast.smplify.SMPLify.joint_loss: stage-2 data term per joint, ignored joints at
-    zero confidence, this flavor's units), callable under torch.no_grad() as train_step calls it."""
-
-    def __call__(self, *args, **kw):
-        with torch.enable_grad():  # the stages backpropagate through smplx; the step's block is no_grad
-            return super().__call__(*args, **kw)
-
-    def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
-                   center: torch.Tensor | None = None) -> torch.Tensor:
-        """pose (B, 72), betas (B, 10), cam_t (B, 3), keypoints2d (B, 49, 3) -> (B, 49)."""
-        dt = self.dtype
-        B = pose.shape[0]
-        with torch.no_grad():
-            conf = keypoints2d[..., 2].to(dt).clone()
-            conf[:, STAGE2_IGNORED_JOINTS] = 0.0
-            center = (center.to(dt) if center is not None
-                      else torch.full((B, 2), self.img_res / 2.0, dtype=dt, device=pose.device))
-            joints = self.joints(pose.to(dt), betas.to(dt))
-            return self.data_term(joints, cam_t.to(dt), keypoints2d[..., :2].to(dt), conf, center)

@@ -1,4 +1,4 @@
-"""Evaluation: 3DPW metrics (`metrics`), checkpoint import (`checkpoint_import`) and the runner.
+"""Evaluation: 3DPW metrics (`metrics`) and the runner (weights are loaded by `spin_fast.model.checkpoint_import`).
 
 CLI: `python -m spin_fast.evaluate --checkpoint CKPT [--data-root DIR] ...` (see `__main__`).
 """

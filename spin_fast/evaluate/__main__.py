@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from spin_fast.evaluate.runner import (Bodies, evaluate, hmr_predictor, load_model, mean_pose_predictor,
-                                       write_json_atomic)
+from spin_fast.evaluate.runner import Bodies, evaluate, hmr_predictor, mean_pose_predictor, write_json_atomic
+from spin_fast.model.checkpoint_import import load_model
 
 PUBLISHED = {"mmhuman3d SPIN": {"mpjpe": 94.11, "pa_mpjpe": 57.54}, "SPIN paper": {"pa_mpjpe": 59.2},
              "HMR init (mmhuman3d)": {"mpjpe": 112.34, "pa_mpjpe": 67.53}}
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from spin_fast.config import default_device, resolve_data_root
+    from spin_fast.assets import resolve_data_root
+    from spin_fast.config import default_device
     from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
     from spin_fast.data.datasets import get_dataset
 

@@ -207,16 +207,3 @@ def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
     """The results as JSON, written atomically (temporary file, fsync, rename)."""
     atomic_write_json(obj, path)
 
-
-def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust: bool = False,
-               device=None) -> torch.nn.Module:
-    """An HMR network (eval mode) with the weights of `checkpoint` (mmhuman3d, SPIN or spin_fast);
-    the backbone depth is read from the weights unless given."""
-    from spin_fast.evaluate.checkpoint_import import infer_backbone, load_hmr_weights, read_checkpoint
-    from spin_fast.model import HMR
-
-    ckpt = read_checkpoint(checkpoint, trust=trust)
-    arch = backbone or infer_backbone(ckpt, os.fspath(checkpoint))
-    model = HMR(arch, mean_params=mean_params)
-    load_hmr_weights(model, ckpt)
-    return model.to(device).eval()

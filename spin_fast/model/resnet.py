@@ -70,7 +70,7 @@ class ResNet(nn.Module):
     """img (B, 3, H, W) -> layer4 feature map (B, C, H/32, W/32); `feature_dim` = C (512 or 2048).
 
     Initialised like torchvision (Kaiming-normal fan_out convolutions, BatchNorm weight 1, bias 0);
-    pretrained ImageNet weights come from a checkpoint (see spin_fast.evaluate.checkpoint_import).
+    pretrained ImageNet weights come from a checkpoint (see spin_fast.model.checkpoint_import).
     """
 
     def __init__(self, arch: str = "resnet50"):

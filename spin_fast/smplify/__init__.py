@@ -2,7 +2,8 @@
 from spin_fast.smplify.camera import CameraEstimate, default_translation, estimate_camera_translation
 from spin_fast.smplify.fit import SMPLify
 from spin_fast.smplify.fits import FitsStore, Selection, reaugment, reset_extreme_betas, unaugment
-from spin_fast.smplify.reference import SMPLifyReference, SMPLifyResult
+from spin_fast.smplify.reference import SMPLifyReference
+from spin_fast.smplify.result import SMPLifyResult
 
 __all__ = [
     "CameraEstimate", "default_translation", "estimate_camera_translation",

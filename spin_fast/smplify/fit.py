@@ -36,7 +36,7 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.smplify.camera import default_translation
-from spin_fast.smplify.reference import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
+from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
 from spin_fast_kernels.gmm_prior import gmm_prior
 from spin_fast_kernels.gmm_prior.reference import gmm_constants
 from spin_fast_kernels.reprojection import reprojection_loss

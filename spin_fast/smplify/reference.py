@@ -16,9 +16,6 @@ samples independent (SPEC.md) and equals running every sample alone.
 """
 from __future__ import annotations
 
-
-from typing import NamedTuple
-
 import numpy as np
 import torch
 
@@ -27,35 +24,8 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_DEPTH_WEIGHT, SMPLIFY_LR, SMPLIFY_POSE_PRIOR_WEIGHT,
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
-
-FLAVORS = ("spin", "mmhuman3d")
-DEFAULT_ITERS = {"spin": (100, 100), "mmhuman3d": (50, 50)}
-MMH_FTOL = 1e-4
-
-
-class SMPLifyResult(NamedTuple):
-    """What SMPLify returns (both paths). Rows of invalid samples hold the input fit and inf losses."""
-
-    pose: torch.Tensor  # (B, 72) axis-angle, global orient first
-    betas: torch.Tensor  # (B, 10)
-    cam_t: torch.Tensor  # (B, 3) camera translation
-    joint_loss: torch.Tensor  # (B, 49) stage-2 data term per joint at the result (SPIN's get_fitting_loss)
-    total_loss: torch.Tensor  # (B,) stage-2 objective (data term + priors) at the result
-    valid: torch.Tensor  # (B,) bool: False where the input or the fit was not finite (or nothing to fit)
-    num_invalid: torch.Tensor  # () int64: number of False in `valid` (a tensor: no host sync)
-    iterations: torch.Tensor  # (B, 2) int64: Adam steps each sample took in stage 1 and stage 2
-
-
-def smplx_body(smpl: dict, dtype: torch.dtype = torch.float32):
-    """smplx.SMPL built from a `spin_fast.body.io.load_smpl` dict (no file, no chumpy)."""
-    import smplx
-    from smplx.utils import Struct
-
-    struct = Struct(**{k: smpl[k] for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
-                                            "weights", "kintree_table", "f")})
-    return smplx.SMPL(model_path="", data_struct=struct, create_betas=False, create_global_orient=False,
-                      create_body_pose=False, create_transl=False, num_betas=smpl["shapedirs"].shape[-1],
-                      dtype=dtype)
+from spin_fast.body.smplx_reference import smplx_body
+from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
 
 
 class MaxMixturePrior(torch.nn.Module):
@@ -225,3 +195,26 @@ class SMPLifyReference:
         valid = torch.isfinite(total) & torch.isfinite(pose).all(-1)
         return SMPLifyResult(pose.detach(), betas.detach(), cam_t.detach(), joint_loss, total, valid,
                              (~valid).sum(), torch.stack([steps1, steps2], 1))
+
+
+class SMPLifyReferenceInLoop(SMPLifyReference):
+    """SMPLifyReference with the `joint_loss` the training step scores stored fits with (the same
+    numbers as spin_fast.smplify.SMPLify.joint_loss: stage-2 data term per joint, ignored joints at
+    zero confidence, this flavor's units), callable under torch.no_grad() as train_step calls it."""
+
+    def __call__(self, *args, **kw):
+        with torch.enable_grad():  # the stages backpropagate through smplx; the step's block is no_grad
+            return super().__call__(*args, **kw)
+
+    def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
+                   center: torch.Tensor | None = None) -> torch.Tensor:
+        """pose (B, 72), betas (B, 10), cam_t (B, 3), keypoints2d (B, 49, 3) -> (B, 49)."""
+        dt = self.dtype
+        B = pose.shape[0]
+        with torch.no_grad():
+            conf = keypoints2d[..., 2].to(dt).clone()
+            conf[:, STAGE2_IGNORED_JOINTS] = 0.0
+            center = (center.to(dt) if center is not None
+                      else torch.full((B, 2), self.img_res / 2.0, dtype=dt, device=pose.device))
+            joints = self.joints(pose.to(dt), betas.to(dt))
+            return self.data_term(joints, cam_t.to(dt), keypoints2d[..., :2].to(dt), conf, center)

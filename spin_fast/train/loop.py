@@ -18,7 +18,8 @@ import torch.distributed as dist
 import yaml
 
 from spin_fast.atomic import atomic_write
-from spin_fast.config import default_device, resolve_data_root
+from spin_fast.assets import resolve_data_root
+from spin_fast.config import default_device
 from spin_fast.train.checkpoint import _unwrap, load_checkpoint, save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.step import StepContext, train_step
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
     body = BodyModel.from_paths(paths).to(device)
     model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params).to(device)
     if cfg.model.pretrained:
-        from spin_fast.evaluate.checkpoint_import import load_hmr_weights
+        from spin_fast.model.checkpoint_import import load_hmr_weights
 
         load_hmr_weights(model, cfg.model.pretrained)
     if cfg.model.channels_last:

@@ -1,4 +1,5 @@
-"""Load HMR/SPIN weights from mmhuman3d, original SPIN and spin_fast checkpoints.
+"""Load HMR/SPIN weights from mmhuman3d, original SPIN and spin_fast checkpoints (`load_model`: an HMR
+network built from one, its backbone depth read from the weights).
 
 Formats recognised (by content, not by file name):
 - mmhuman3d: `{'meta': ..., 'state_dict': {...}}` with `backbone.*` and `head.*` (plus
@@ -112,3 +113,16 @@ def infer_backbone(ckpt: Mapping, source: str = "checkpoint") -> str:
         return "resnet18"
     raise CheckpointError(f"{source}: backbone is neither ResNet-50 nor ResNet-18 "
                           f"(first keys: {', '.join(list(sd)[:4])})")
+
+
+def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust: bool = False,
+               device=None) -> torch.nn.Module:
+    """An HMR network (eval mode) with the weights of `checkpoint` (mmhuman3d, SPIN or spin_fast);
+    the backbone depth is read from the weights unless given."""
+    from spin_fast.model.hmr import HMR
+
+    ckpt = read_checkpoint(checkpoint, trust=trust)
+    arch = backbone or infer_backbone(ckpt, os.fspath(checkpoint))
+    model = HMR(arch, mean_params=mean_params)
+    load_hmr_weights(model, ckpt)
+    return model.to(device).eval()
