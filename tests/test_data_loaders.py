@@ -166,23 +166,30 @@ def test_keypoints_land_on_image_content(tmp_path, loader_cls):
             assert abs(cu - u) < 0.5 and abs(cv - v) < 0.5, (s, k, (cu, cv), (u, v))
 
 
-def test_flip_is_the_mirror_of_the_original(tiny):
+@pytest.mark.parametrize("geometry", ["spin", "mmhuman3d"])
+def test_flip_is_the_mirror_of_the_original(tiny, geometry):
+    """spin: rotate, then mirror the crop (pixels u -> 223 - u, labels x -> 224 - x, its flip_kp);
+    mmhuman3d: mirror the image, then rotate, which is the mirror about x = 112 of the crop rotated
+    the other way (pixels and labels u -> 224 - u)."""
     n = len(tiny.data[0])
     idx = np.arange(n)
+    rot = 20.0 if geometry == "spin" else -20.0
     base = AugParams(np.ones((n, 3), np.float32), np.zeros(n, bool), np.ones(n, np.float32),
-                     np.full(n, 20.0, np.float32))
-    flipped = AugParams(base.noise, np.ones(n, bool), base.scale, base.rot_deg)
-    (a,), _ = one_batch(ReferenceLoader, tiny, make_plan(tiny, 0, np.zeros(n, np.int64), idx, base))
-    (b,), _ = one_batch(ReferenceLoader, tiny, make_plan(tiny, 0, np.zeros(n, np.int64), idx, flipped))
+                     np.full(n, rot, np.float32))
+    flipped = AugParams(base.noise, np.ones(n, bool), base.scale, np.full(n, 20.0, np.float32))
+    plan = lambda p: make_plan(tiny, 0, np.zeros(n, np.int64), idx, p, geometry=geometry)
+    (a,), _ = one_batch(ReferenceLoader, tiny, plan(base))
+    (b,), _ = one_batch(ReferenceLoader, tiny, plan(flipped))
     exp = a["keypoints2d"][:, SPIN_49_FLIP].clone()
-    exp[..., 0] = 223 - exp[..., 0]
+    exp[..., 0] = 224 - exp[..., 0]
     torch.testing.assert_close(b["keypoints2d"], exp, atol=1e-3, rtol=0)
     torch.testing.assert_close(b["pose"], flip_pose(a["pose"]), atol=1e-6, rtol=0)
     exp3 = a["keypoints3d"][:, SPIN_49_FLIP].clone()
     exp3[..., 0] *= -1
-    torch.testing.assert_close(b["keypoints3d"], exp3)
-    # the pixels: the flipped crop is the original's columns reversed
-    diff = (b["img"] - a["img"].flip(-1)).abs() * 58
+    torch.testing.assert_close(b["keypoints3d"], exp3, atol=1e-6, rtol=0)
+    # the pixels: the flipped crop is the original's columns reversed (mmhuman3d: and moved by one)
+    mirrored = a["img"].flip(-1)
+    diff = (b["img"] - mirrored if geometry == "spin" else b["img"][..., 1:] - mirrored[..., :-1]).abs() * 58
     assert diff.mean() < 1.0
 
 

@@ -78,8 +78,9 @@ def test_sample_pose_joint_limits():
     assert np.abs(p[:, 1:]).max() < 2.5
 
 
+@pytest.mark.parametrize("geometry", ["mmhuman3d", "spin"])
 @pytest.mark.parametrize("loader_cls", [ReferenceLoader, DaliLoader], ids=["reference", "dali"])
-def test_augmentation_signs_on_a_rendered_body(tmp_path, bodies, loader_cls):
+def test_augmentation_signs_on_a_rendered_body(tmp_path, bodies, loader_cls, geometry):
     """Render one body on black, crop it with rotations / flips / scales: every visible keypoint of
     the crop lies on the body, and the augmented 3D joints, the body model of the augmented pose and
     the 2D keypoints agree on the in-plane orientation."""
@@ -112,7 +113,7 @@ def test_augmentation_signs_on_a_rendered_body(tmp_path, bodies, loader_cls):
     src = Sources(["b"], [HumanData(tmp_path / "b.npz")], [tmp_path])
     params = AugParams(np.ones((n, 3), np.float32), np.array([False, False, True, True]),
                        np.array([1.0, 1.2, 0.9, 1.1], np.float32), np.array([0.0, 45.0, -30.0, 60.0], np.float32))
-    plan = make_plan(src, 0, np.zeros(n, np.int64), np.arange(n), params)
+    plan = make_plan(src, 0, np.zeros(n, np.int64), np.arange(n), params, geometry=geometry)
     kw = dict(batch_size=n) if loader_cls is DaliLoader else {}
     (b,) = list(loader_cls(src, lambda s: plan, threads=1, num_steps=1, **kw).iter_from(0))
     crops = denormalize(b["img"]).numpy()
@@ -132,7 +133,8 @@ def test_augmentation_signs_on_a_rendered_body(tmp_path, bodies, loader_cls):
         A = np.c_[np.r_[q[:, 0], q[:, 1]], np.r_[np.ones(24), np.zeros(24)], np.r_[np.zeros(24), np.ones(24)]]
         sol, *_ = np.linalg.lstsq(A, np.r_[x2[:, 0], x2[:, 1]], rcond=None)
         resid = np.abs(A @ sol - np.r_[x2[:, 0], x2[:, 1]]).max()
-        assert sol[0] > 0 and resid < 0.05, (s, sol, resid)
+        # (SPIN's 2D labels are truncated to whole pixels: up to ~1 px off the fitted line)
+        assert sol[0] > 0 and resid < (0.05 if geometry == "mmhuman3d" else 1.5), (s, sol, resid)
         # the body model of the augmented pose gives the augmented 3D joints (global orient rotated too)
         p = b["pose"][s:s + 1]
         j = body.joints_only(b["betas"][s:s + 1], p[:, 3:], p[:, :3], joint_set="smpl_49")[0]

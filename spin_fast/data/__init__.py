@@ -28,7 +28,7 @@ The batch (one dict, the same from every loader; B = this rank's batch size):
 | dataset_id    | (B,) int64             | position in `loader.dataset_names`                             |
 | sample_index  | (B,) int64             | index inside its dataset (keys the fits table)                 |
 | flip          | (B,) bool              | mirrored                                                       |
-| rot_deg       | (B,) f32               | in-plane rotation, counter-clockwise on screen                 |
+| rot_deg       | (B,) f32               | rotation before the flip, counter-clockwise (augment.py)       |
 | scale         | (B,) f32               | crop side multiplier (1 at test time)                          |
 | noise         | (B, 3) f32             | per-channel pixel multipliers                                  |
 | center        | (B, 2) f32             | bbox centre, image pixels                                      |
@@ -123,9 +123,10 @@ def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, devic
 
 def build_train_loader(paths, mix: dict[str, float], batch_size: int, backend: str = "auto", threads: int = 2,
                        seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
-                       skip_bad_images: bool = False, device=None) -> Loader:
+                       skip_bad_images: bool = False, device=None, geometry: str = "mmhuman3d") -> Loader:
     """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped), from
-    the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed."""
+    the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed;
+    `geometry` ('mmhuman3d' | 'spin') is whose crop and flip/rotate order (`augment` docstring)."""
     from spin_fast.data.batch import Sources, TrainPlanner
     from spin_fast.data.sampler import MixedSampler
 
@@ -135,7 +136,7 @@ def build_train_loader(paths, mix: dict[str, float], batch_size: int, backend: s
     sources = Sources.from_registry(paths, names)
     sampler = MixedSampler(sources.sizes, [mix[n] for n in names], batch_size, seed=seed, rank=rank,
                            world_size=world_size)
-    planner = TrainPlanner(sources, sampler, rot_prob)
+    planner = TrainPlanner(sources, sampler, rot_prob, geometry)
     return Loader(sources, _impl(backend, sources, planner, batch_size, threads, skip_bad_images, device, None, seed),
                   sampler)
 

@@ -1,19 +1,32 @@
 """Training augmentation (SPEC.md "Augmentation"): parameters, the crop affine, and the labels.
 
-Both loaders (DALI and the reference) take the same `AugParams`, build the same 2x3 matrix with
-`crop_matrix`, warp the image once with it (bilinear) and move the labels with `augment_labels`.
+Every loader (DALI, torchvision, the reference) takes the same `AugParams`, builds the same 2x3
+matrix with `crop_matrix`, warps the image once with it (bilinear) and moves the labels with
+`transform_keypoints2d` / `augment_labels`. Two geometries, one per preset:
 
-Conventions (checked against SPIN's `crop`/`transform`/`rot_aa`/`flip_*`, and by a test that renders a
-body, crops it and checks its keypoints land on it):
-  * pixel coordinates: pixel (i, j) is the point x = j, y = i (centres on integers), y down; the
-    bbox centre maps to (112, 112) and a side of `scale * max(w, h)` pixels to 224.
+  mmhuman3d (data/datasets/pipelines/transforms.py @ 8c95747: RandomHorizontalFlip, then
+            GetRandomScaleRotation + MeshAffine): the full image is mirrored first (x -> W - 1 - x,
+            the bbox centre with it), then the crop maps the centre to (112, 112), a side of
+            `scale * max(w, h)` pixels to 224 and rotates by rot_deg about the centre: the rotation
+            acts in the mirrored frame. Labels go through the same affine.
+  spin      (utils/imutils.py `crop` + `flip_img`, `transform`; datasets/base_dataset.py): the
+            window is rounded to whole pixels (ul = int(c - h/2), br = int(c + h/2), h the side),
+            rotated about the (padded) window centre (ul + br - 1)/2, resized to 224 x 224 (pixel
+            area geometry: W pixels -> 224), then mirrored u -> 223 - u. The 2D labels take SPIN's
+            `transform`: the continuous centre/side map rotated about (112, 112), truncated
+            `int(.) + 1`, mirrored x -> 224 - x: they sit ~+0.5 px right/down of the image content.
+
+Conventions (checked against SPIN's and mmhuman3d's code, and by a test that renders a body, crops
+it and checks its keypoints land on it):
+  * pixel coordinates: pixel (i, j) is the point x = j, y = i (centres on integers), y down.
   * rotation rot_deg > 0 turns the image content counter-clockwise as seen on screen (SPIN's
-    imrotate); in y-down pixel coordinates points move by R(-rot_deg), R(a) = [[cos a, -sin a],
-    [sin a, cos a]]. The 3D joints and the global orient turn by -rot_deg about the camera z axis
-    (`geometry.rotate_points_z`, `geometry.rotate_global_orient`), so their projection turns with the
-    image.
-  * flip (after the rotation, as SPIN): the crop is mirrored, u -> 223 - u (pixel columns reversed),
-    the 49 joints are permuted with SPIN_49_FLIP, 3D x -> -x, the SMPL pose with `flip_pose`.
+    imrotate, mmhuman3d's get_affine_transform); in y-down pixel coordinates points move by
+    R(-rot_deg), R(a) = [[cos a, -sin a], [sin a, cos a]].
+  * the labels and fits follow SPIN's order, rotate then flip. Mirroring first and rotating by r
+    equals rotating by -r and mirroring, so `label_rotation` gives the mmhuman3d geometry's flipped
+    samples -r: the 3D joints and global orient turn by minus that about the camera z axis
+    (`geometry.rotate_points_z`, `geometry.rotate_global_orient`), then flip (SPIN_49_FLIP, 3D
+    x -> -x, `flip_pose`).
   * pixel noise: per channel, value * U[0.6, 1.4], saturating at 255, applied to the warped uint8 crop.
 """
 from __future__ import annotations
@@ -69,22 +82,81 @@ def sample_aug_params(rng: np.random.Generator, n: int, rot_prob: float = ROT_PR
 
 
 # --- the crop affine --------------------------------------------------------------------------------
-def crop_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: int = IMG_RES) -> np.ndarray:
-    """Image pixels -> crop pixels, (B, 2, 3) float64: centre -> (res/2, res/2), side * scale -> res,
-    rotation by rot_deg (counter-clockwise on screen), then the mirror u -> res - 1 - u if flip."""
-    center = np.asarray(center, np.float64).reshape(-1, 2)
-    side = np.asarray(side, np.float64).reshape(-1)
-    s = res / (side * params.scale.astype(np.float64))
-    a = np.deg2rad(params.rot_deg.astype(np.float64))
+GEOMETRIES = ("mmhuman3d", "spin")
+
+
+def _check_geometry(geometry: str) -> None:
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"augmentation geometry must be one of {GEOMETRIES}, got {geometry!r}")
+
+
+def _rotation(rot_deg: np.ndarray) -> np.ndarray:
+    """R(-rot) in y-down pixel coordinates, (B, 2, 2): content turns counter-clockwise on screen."""
+    a = np.deg2rad(np.asarray(rot_deg, np.float64))
     c, sn = np.cos(a), np.sin(a)
-    # R(-rot) in y-down pixel coordinates = [[c, s], [-s, c]]
-    A = np.stack([np.stack([c, sn], -1), np.stack([-sn, c], -1)], -2) * s[:, None, None]  # (B, 2, 2)
-    t = res / 2.0 - np.einsum("bij,bj->bi", A, center)
-    M = np.concatenate([A, t[:, :, None]], -1)
+    return np.stack([np.stack([c, sn], -1), np.stack([-sn, c], -1)], -2)
+
+
+def _affine(A: np.ndarray, src: np.ndarray, dst) -> np.ndarray:
+    """(B, 2, 3) of x -> A (x - src) + dst."""
+    t = dst - np.einsum("bij,bj->bi", A, src)
+    return np.concatenate([A, t[:, :, None]], -1)
+
+
+def keypoint_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: int = IMG_RES) -> np.ndarray:
+    """The continuous crop map, no mirror: centre -> (res/2, res/2), side * scale -> res, rotation by
+    rot_deg about the crop centre. (B, 2, 3) float64. SPIN's `transform` (before its truncation)."""
+    center = np.asarray(center, np.float64).reshape(-1, 2)
+    k = res / (np.asarray(side, np.float64).reshape(-1) * params.scale.astype(np.float64))
+    return _affine(_rotation(params.rot_deg) * k[:, None, None], center, res / 2.0)
+
+
+def spin_window(center: np.ndarray, h: np.ndarray, res: int = IMG_RES) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's crop window corners ul, br (B, 2) int64: the crop pixels (0, 0) and (res, res) through
+    the inverse of get_transform (float64 inverse, as `transform(..., invert=1)`), truncated."""
+    center = np.asarray(center, np.float64).reshape(-1, 2)
+    h = np.asarray(h, np.float64).reshape(-1)
+    T = np.zeros((len(h), 3, 3))
+    T[:, 0, 0] = T[:, 1, 1] = res / h
+    T[:, :2, 2] = res * (-center / h[:, None] + 0.5)
+    T[:, 2, 2] = 1.0
+    Ti = np.linalg.inv(T)
+    ul = np.trunc(Ti[:, :2, 2]).astype(np.int64)
+    br = np.trunc(Ti[:, :2, :2] @ np.array([res, res], np.float64) + Ti[:, :2, 2]).astype(np.int64)
+    return ul, br
+
+
+def crop_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: int = IMG_RES,
+                geometry: str = "mmhuman3d") -> np.ndarray:
+    """Image pixels -> crop pixels, (B, 2, 3) float64: the warp of the image (module docstring).
+    mmhuman3d: mirror (when flip) about the bbox centre, then the continuous crop map;
+    spin:      SPIN's rounded window rotated about its centre and resized, then u -> res - 1 - u."""
+    _check_geometry(geometry)
     flip = params.flip.astype(bool)
+    if geometry == "mmhuman3d":
+        center = np.asarray(center, np.float64).reshape(-1, 2)
+        k = res / (np.asarray(side, np.float64).reshape(-1) * params.scale.astype(np.float64))
+        F = np.tile(np.eye(2), (len(flip), 1, 1))
+        F[flip, 0, 0] = -1.0
+        return _affine(_rotation(params.rot_deg) @ F * k[:, None, None], center, res / 2.0)
+    h = np.asarray(side, np.float64).reshape(-1) * params.scale.astype(np.float64)
+    ul, br = spin_window(center, h, res)
+    size = (br - ul).astype(np.float64)  # (W, H) of the window, resized to res x res
+    A = (res / size)[:, :, None] * _rotation(params.rot_deg)
+    M = _affine(A, (ul + br - 1) / 2.0, (res - 1) / 2.0)
     M[flip, 0, :] *= -1
     M[flip, 0, 2] += res - 1
     return M
+
+
+def label_rotation(params: AugParams, geometry: str = "mmhuman3d") -> np.ndarray:
+    """(B,) float32: the rotation of SPIN's order (rotate, then flip) that the labels and fits take.
+    mmhuman3d rotates after its mirror, which is rotating by -rot_deg before it."""
+    _check_geometry(geometry)
+    rot = params.rot_deg.astype(np.float32)
+    if geometry == "mmhuman3d":
+        rot = np.where(params.flip.astype(bool), -rot, rot).astype(np.float32)
+    return rot
 
 
 def invert_affine(M: np.ndarray) -> np.ndarray:
@@ -113,12 +185,21 @@ def sampling_roi(M_inv: np.ndarray, res: int = IMG_RES, margin: int = 2) -> tupl
 
 
 # --- labels -----------------------------------------------------------------------------------------
-def transform_keypoints2d(kp: np.ndarray, M: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """Image keypoints (B, J, 3) (x, y, conf) -> crop pixels through M (B, 2, 3) (which already
-    mirrors x when flip); flipped samples also get the left/right permutation SPIN_49_FLIP."""
+def transform_keypoints2d(kp: np.ndarray, M: np.ndarray, flip: np.ndarray, geometry: str = "mmhuman3d",
+                          res: int = IMG_RES) -> np.ndarray:
+    """Image keypoints (B, J, 3) (x, y, conf) -> crop pixels; flipped samples get the left/right
+    permutation SPIN_49_FLIP.
+    mmhuman3d: M is the crop matrix (it mirrors x itself when flip);
+    spin:      M is `keypoint_matrix` (no mirror): SPIN's transform, int(M kp) + 1 (truncation
+               towards zero), then x -> res - x when flipped (its flip_kp negates x in [-1, 1])."""
+    _check_geometry(geometry)
     out = kp.astype(np.float32, copy=True)
-    out[..., :2] = np.einsum("bij,bkj->bki", M[:, :, :2], kp[..., :2]) + M[:, None, :, 2]
+    xy = np.einsum("bij,bkj->bki", M[:, :, :2], kp[..., :2].astype(np.float64)) + M[:, None, :, 2]
     flip = np.asarray(flip, bool)
+    if geometry == "spin":
+        xy = np.trunc(xy) + 1.0
+        xy[flip, :, 0] = res - xy[flip, :, 0]
+    out[..., :2] = xy
     if flip.any():
         out[flip] = out[flip][:, SPIN_49_FLIP]
     return out

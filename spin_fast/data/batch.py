@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from spin_fast.constants import IMG_RES
-from spin_fast.data.augment import AugParams, augment_labels, crop_matrix, sample_aug_params, transform_keypoints2d
+from spin_fast.data.augment import (AugParams, augment_labels, crop_matrix, keypoint_matrix, label_rotation,
+                                   sample_aug_params, transform_keypoints2d)
 from spin_fast.data.humandata import HumanData
 
 GENDER_IDS = {"m": 0, "f": 1, "n": -1}
@@ -65,8 +66,9 @@ class BatchPlan:
     params: AugParams
     center: np.ndarray       # (B, 2) bbox centre, image pixels
     side: np.ndarray         # (B,) bbox side max(w, h), image pixels
-    matrix: np.ndarray       # (B, 2, 3) float64 image pixels -> crop pixels
+    matrix: np.ndarray       # (B, 2, 3) float64 image pixels -> crop pixels (the image warp)
     files: list              # (B,) Path of each image
+    geometry: str = "mmhuman3d"  # augment.GEOMETRIES: whose crop geometry and flip/rotate order
 
     def __len__(self):
         return len(self.dataset_id)
@@ -76,11 +78,19 @@ class BatchPlan:
         keep = np.asarray(keep)
         keep = np.nonzero(keep)[0] if keep.dtype == bool else keep.astype(np.int64)
         return BatchPlan(self.step, self.dataset_id[keep], self.sample_index[keep], self.params.select(keep),
-                         self.center[keep], self.side[keep], self.matrix[keep], [self.files[i] for i in keep])
+                         self.center[keep], self.side[keep], self.matrix[keep], [self.files[i] for i in keep],
+                         self.geometry)
+
+    def label_matrix(self) -> np.ndarray:
+        """(B, 2, 3) the map the 2D labels take (`augment.transform_keypoints2d`): the image warp for
+        mmhuman3d, SPIN's un-mirrored keypoint transform for spin."""
+        if self.geometry == "spin":
+            return keypoint_matrix(self.center, self.side, self.params)
+        return self.matrix
 
 
 def make_plan(sources: Sources, step: int, dataset_id: np.ndarray, index: np.ndarray, params: AugParams,
-              res: int = IMG_RES) -> BatchPlan:
+              res: int = IMG_RES, geometry: str = "mmhuman3d") -> BatchPlan:
     dataset_id = np.asarray(dataset_id, np.int64)
     index = np.asarray(index, np.int64)
     center = np.zeros((len(index), 2), np.float64)
@@ -90,18 +100,20 @@ def make_plan(sources: Sources, step: int, dataset_id: np.ndarray, index: np.nda
         center[sel] = sources.data[d].center[index[sel]]
         side[sel] = sources.data[d].scale[index[sel]]
     files = [sources.image_file(int(d), int(i)) for d, i in zip(dataset_id, index)]
-    return BatchPlan(step, dataset_id, index, params, center, side, crop_matrix(center, side, params, res), files)
+    return BatchPlan(step, dataset_id, index, params, center, side, crop_matrix(center, side, params, res, geometry),
+                     files, geometry)
 
 
 class TrainPlanner:
-    """step -> BatchPlan from a MixedSampler and SPIN's random augmentation."""
+    """step -> BatchPlan from a MixedSampler and SPIN's random augmentation, in `geometry`'s crop."""
 
-    def __init__(self, sources: Sources, sampler, rot_prob: float):
-        self.sources, self.sampler, self.rot_prob = sources, sampler, rot_prob
+    def __init__(self, sources: Sources, sampler, rot_prob: float, geometry: str = "mmhuman3d"):
+        self.sources, self.sampler, self.rot_prob, self.geometry = sources, sampler, rot_prob, geometry
 
     def __call__(self, step: int) -> BatchPlan:
         ids, idx = self.sampler.batch(step)
-        return make_plan(self.sources, step, ids, idx, sample_aug_params(self.sampler.rng(step), len(ids), self.rot_prob))
+        return make_plan(self.sources, step, ids, idx, sample_aug_params(self.sampler.rng(step), len(ids), self.rot_prob),
+                         geometry=self.geometry)
 
     def num_steps(self):
         return None  # endless
@@ -139,9 +151,9 @@ def assemble_labels(sources: Sources, plan: BatchPlan) -> dict:
         pose[sel], betas[sel], has_smpl[sel] = hd.pose[idx], hd.betas[idx], hd.has_smpl[idx]
         if hd.gender is not None:
             gender[sel] = [GENDER_IDS[g] for g in hd.gender[idx]]
-    kp2d = transform_keypoints2d(kp2d, plan.matrix, plan.params.flip)
+    kp2d = transform_keypoints2d(kp2d, plan.label_matrix(), plan.params.flip, plan.geometry)
     flip = torch.from_numpy(plan.params.flip.astype(bool))
-    rot = torch.from_numpy(plan.params.rot_deg.astype(np.float32))
+    rot = torch.from_numpy(label_rotation(plan.params, plan.geometry))
     kp3d_t, pose_t = augment_labels(torch.from_numpy(kp3d), torch.from_numpy(pose), flip, rot)
     return {
         "keypoints2d": torch.from_numpy(kp2d), "keypoints3d": kp3d_t, "pose": pose_t,
