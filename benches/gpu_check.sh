@@ -71,7 +71,8 @@ t0=$(date +%s)
 mkdir -p "$out"
 site="$(mktemp -d)"; trap 'rm -rf "$site"' EXIT
 for w in $wheels; do  # one by one: a wheel for another Python does not stop the others
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$site" "$repo/.whl/$w" \
+    PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+        --target "$site" "$repo/.whl/$w" \
         || echo "gpu_check: could not install .whl/$w (for another Python or platform?)" >&2
 done
 export PYTHONPATH="$repo:$repo/kernels:$site:$repo/benches${PYTHONPATH:+:$PYTHONPATH}"

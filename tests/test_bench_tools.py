@@ -69,3 +69,52 @@ def test_machine_info_names_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     hook(None, info)
     assert info["gpu"] == "NVIDIA H200" and info["gpu_count"] == 1
+
+
+# --- benches/gpu_check.sh and its deadline plugin ---------------------------------------------------------
+def _gpu_check(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(BENCHES / "gpu_check.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_gpu_check_dry_run_without_a_gpu_prints_the_plan_and_exits_2(tmp_path):
+    out = tmp_path / "results"
+    r = _gpu_check(tmp_path, str(out), "--dry-run", "--budget-s", "480")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "no CUDA GPU" in r.stderr and "nothing run" in r.stderr
+    plan = r.stdout
+    assert "gpu_check plan (budget 480 s" in plan
+    assert "-m pytest -m gpu tests" in plan and "--junitxml=" in plan
+    assert "-m pytest benches --benchmark-only" in plan and "benches/ratio.py --markdown" in plan
+    import re
+
+    shares = [int(s) for s in re.findall(r"\((\d+) s, deadline plugin", plan)]
+    assert len(shares) == 2 and sum(shares) <= 480, shares
+    assert not out.exists()  # nothing written
+
+
+def test_gpu_check_refuses_bad_arguments(tmp_path):
+    for args in ([], ["out", "--budget-s", "ten"], ["out", "--budget-s", "30"], ["out", "--only", "kernels"],
+                 ["out", "--frobnicate"]):
+        r = _gpu_check(tmp_path, *args)
+        assert r.returncode == 2 and "gpu_check" in r.stderr + r.stdout, (args, r.stderr)
+
+
+def test_deadline_plugin_skips_what_would_start_late(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_x.py").write_text("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": f"{BENCHES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    base = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "pytest_deadline", "-p", "no:cacheprovider",
+            str(tmp_path / "test_x.py"), "--rootdir", str(tmp_path)]
+    late = subprocess.run(base + ["--deadline", "1"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert "2 skipped" in late.stdout and "time budget spent" in late.stdout, late.stdout
+    early = subprocess.run(base + ["--deadline", "4102444800"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert "2 passed" in early.stdout, early.stdout
