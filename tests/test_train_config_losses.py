@@ -125,9 +125,9 @@ def test_presets_follow_their_codebases():
     """mmhuman3d @ 8c95747 weights every joint, OpenPose included, by its confidence; SPIN weights
     OpenPose 2D by 0."""
     for name, conv, op in (("mmhuman3d", "mmhuman3d", 1.0), ("spin", "spin", 0.0)):
-        w = LossConfig(preset=name).resolved()
+        w = LossConfig().resolved(name)
         assert w["openpose_2d"] == op and w["convention"] == conv
-    assert LossConfig(preset="spin", convention="mmhuman3d").resolved()["convention"] == "mmhuman3d"
+    assert LossConfig(convention="mmhuman3d").resolved("spin")["convention"] == "mmhuman3d"
 
 
 # --- checkpoints -------------------------------------------------------------------------------------

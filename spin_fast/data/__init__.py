@@ -121,15 +121,21 @@ def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, devic
                            num_steps=num_steps)
 
 
-def build_train_loader(paths, mix: dict[str, float], batch_size: int, backend: str = "auto", threads: int = 2,
+def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, backend: str = "auto", threads: int = 2,
                        seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
                        skip_bad_images: bool = False, device=None, geometry: str = "mmhuman3d") -> Loader:
-    """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped), from
+    """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped; or a mix
+    preset of `datasets.mix_ratios`, 'mmhuman3d' | 'spin', over every training dataset), from
     the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed;
     `geometry` ('mmhuman3d' | 'spin') is whose crop and flip/rotate order (`augment` docstring)."""
     from spin_fast.data.batch import Sources, TrainPlanner
     from spin_fast.data.sampler import MixedSampler
 
+    if isinstance(mix, str):
+        from spin_fast.data.datasets import TRAIN_DATASETS, mix_ratios
+
+        sizes = Sources.from_registry(paths, TRAIN_DATASETS).sizes
+        mix = dict(zip(TRAIN_DATASETS, mix_ratios(mix, TRAIN_DATASETS, sizes)))
     names = [n for n, r in mix.items() if r > 0]
     if not names:
         raise ValueError(f"data.mix gives no dataset a positive ratio: {mix}")

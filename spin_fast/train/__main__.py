@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spin_fast.train.config import ConfigError, build_config, leaves
+from spin_fast.train.config import PRESETS, ConfigError, build_config, leaves, preset_defaults
 
 ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_steps", "batch_size": "data.batch_size",
            "backbone": "model.backbone"}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
+    """The command line; the config keys' defaults shown are `preset`'s resolved values."""
     ap = argparse.ArgumentParser(prog="python -m spin_fast.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config file (same nesting as the keys below)")
@@ -26,16 +27,26 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-steps", dest="max_steps", help="alias of --max_steps")
     ap.add_argument("--batch-size", dest="batch_size", help="alias of --data.batch_size")
     ap.add_argument("--backbone", dest="backbone", help="alias of --model.backbone")
-    group = ap.add_argument_group("config keys (defaults shown; the synthetic demo changes some)")
-    for key, (value, hint) in leaves().items():
+    group = ap.add_argument_group(f"config keys (defaults shown for --preset {preset}; the synthetic demo "
+                                  "changes some)")
+    for key, (value, hint) in leaves(preset_defaults(preset)).items():
         if key in ("work_dir", "max_steps"):
             continue
         group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar="V", help=f"default: {value!r}")
     return ap
 
 
+def chosen_preset(argv) -> str:
+    """The --preset given on the command line (for the defaults --help shows), else the default."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", dest="cfg:preset")
+    value = vars(pre.parse_known_args(argv)[0])["cfg:preset"]
+    return value if value in PRESETS else "mmhuman3d"
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(chosen_preset(argv)).parse_args(argv)
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     for alias, key in ALIASES.items():
         v = getattr(args, alias)

@@ -1,8 +1,12 @@
 """Training configuration: dataclasses, a YAML file format, and command-line overrides.
 
-Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags. Every leaf field has a
-flag (`python -m spin_fast.train --help` lists them); YAML files use the same nesting:
+Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags, then the preset
+(`preset: mmhuman3d | spin`, whose training to reproduce; README "Presets") fills every field still
+at None: losses, SMPLify flavor and iterations, augmentation geometry, rot_prob, batch size, lr and
+its schedule, the dataset mix. Every leaf field has a flag (`python -m spin_fast.train --preset spin
+--help` lists them with that preset's values); YAML files use the same nesting:
 
+    preset: spin
     data: {root: /data/mmhuman3d, batch_size: 32}
     optim: {lr: 3.0e-5}
 
@@ -19,7 +23,8 @@ from typing import Any
 
 import yaml
 
-# Dataset mixes (SPEC.md "Training"): mmhuman3d's fixed ratios; SPIN's are 0.3 / 0.1 / rest by size.
+# Dataset mixes (SPEC.md "Training"): mmhuman3d's fixed ratios; SPIN's are 0.3 / 0.1 / rest by size
+# (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
 MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
 
 LOSS_PRESETS = {
@@ -32,6 +37,19 @@ LOSS_PRESETS = {
                  openpose_2d=0.0, criterion="mse", overall=60.0, convention="spin"),
 }
 
+# What each preset sets (README "Presets" cites the upstream lines). samples_per_epoch stays 100,000 for
+# both: SPIN's epoch is its largest dataset, known only once the data is opened.
+PRESETS = {
+    "mmhuman3d": {"data.mix_preset": "mmhuman3d", "data.batch_size": 32, "data.rot_prob": 0.6,
+                  "data.augmentation": "mmhuman3d", "smplify.flavor": "mmhuman3d", "smplify.stage1_iters": 50,
+                  "smplify.stage2_iters": 50, "optim.lr": 3e-5, "optim.epochs": 10, "optim.lr_decay_epochs": [3],
+                  **{f"loss.{k}": v for k, v in LOSS_PRESETS["mmhuman3d"].items()}},
+    "spin": {"data.mix_preset": "spin", "data.batch_size": 64, "data.rot_prob": 0.4, "data.augmentation": "spin",
+             "smplify.flavor": "spin", "smplify.stage1_iters": 100, "smplify.stage2_iters": 100, "optim.lr": 5e-5,
+             "optim.epochs": 50, "optim.lr_decay_epochs": [],
+             **{f"loss.{k}": v for k, v in LOSS_PRESETS["spin"].items()}},
+}
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid (the message names the key)."""
@@ -40,11 +58,13 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     root: str | None = None          # mmhuman3d data root; None = synthetic stand-in (announced)
-    mix: dict[str, float] = field(default_factory=lambda: dict(MMHUMAN3D_MIX))
-    batch_size: int = 32             # per process
+    mix: dict[str, float] | None = None  # dataset name -> sampling ratio; None: data.mix_preset's ratios
+    mix_preset: str | None = None    # mmhuman3d (fixed ratios) | spin (h36m 0.3, mpi_inf_3dhp 0.1, 0.6 over the rest by size); None: the preset's
+    batch_size: int | None = None    # per process; None: the preset's (mmhuman3d 32, spin 64)
     loader: str = "auto"             # auto | dali | torchvision | reference (spin_fast.data: backends)
     threads: int = 2                 # CPU threads for decoding / augmentation
-    rot_prob: float = 0.6            # mmhuman3d 0.6, SPIN 0.4
+    rot_prob: float | None = None    # probability of a random rotation; None: the preset's (mmhuman3d 0.6, spin 0.4)
+    augmentation: str | None = None  # mmhuman3d (flip the image, then rotate) | spin (SPIN's rounded crop, rotate then flip); None: the preset's
     skip_bad_images: bool = False    # count and skip unreadable images instead of failing
     synthetic_scale: int = 1         # size multiplier of the generated synthetic dataset
 
@@ -61,27 +81,28 @@ class ModelConfig:
 @dataclass
 class SmplifyConfig:
     enabled: bool = True
-    stage1_iters: int = 100
-    stage2_iters: int = 100
-    flavor: str = "spin"             # spin | mmhuman3d
+    stage1_iters: int | None = None  # Adam steps of stage 1; None: the preset's (mmhuman3d 50, spin 100)
+    stage2_iters: int | None = None  # Adam steps of stage 2; None: the preset's (mmhuman3d 50, spin 100)
+    flavor: str | None = None        # spin | mmhuman3d: whose SMPLify objective (smplify/fit.py); None: the preset's
+    gmm_normaliser: str = "float32"  # float32 (the GMM constant as SPIN's and mmhuman3d's prior.py hold it) | float64 (exact)
 
 
 @dataclass
 class LossConfig:
-    preset: str = "mmhuman3d"        # mmhuman3d | spin: sets every weight below that is left at None
-    keypoints3d: float | None = None
-    keypoints2d: float | None = None
-    vertices: float | None = None
-    pose: float | None = None
-    betas: float | None = None
-    camera: float | None = None
-    openpose_2d: float | None = None
-    criterion: str | None = None     # smooth_l1 | mse (keypoint losses)
-    convention: str | None = None    # mmhuman3d | spin: 2D normalisation and 3D-loss averaging (losses.py)
-    overall: float | None = None
+    keypoints3d: float | None = None  # weight of the 3D keypoint loss; None: the preset's
+    keypoints2d: float | None = None  # weight of the 2D keypoint loss; None: the preset's
+    vertices: float | None = None    # weight of the vertex L1 to the fit; None: the preset's
+    pose: float | None = None        # weight of the SMPL pose (rotation matrix) MSE; None: the preset's
+    betas: float | None = None       # weight of the betas MSE; None: the preset's
+    camera: float | None = None      # weight of the camera prior; None: the preset's
+    openpose_2d: float | None = None  # confidence multiplier of the 25 OpenPose joints in the 2D loss; None: the preset's
+    criterion: str | None = None     # smooth_l1 | mse (keypoint losses); None: the preset's
+    convention: str | None = None    # mmhuman3d | spin: keypoint normalisation and averaging (losses.py); None: the preset's
+    overall: float | None = None     # multiplier of the total; None: the preset's
 
-    def resolved(self) -> dict[str, Any]:
-        base = dict(LOSS_PRESETS[self.preset])
+    def resolved(self, preset: str = "mmhuman3d") -> dict[str, Any]:
+        """The loss weights: this config's values, `preset`'s where one is None."""
+        base = dict(LOSS_PRESETS[preset])
         for k in base:
             v = getattr(self, k)
             if v is not None:
@@ -91,16 +112,17 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-5
+    lr: float | None = None          # Adam learning rate; None: the preset's (mmhuman3d 3e-5, spin 5e-5)
     weight_decay: float = 0.0
-    epochs: int = 10
+    epochs: int | None = None        # None: the preset's (mmhuman3d 10, spin 50)
     samples_per_epoch: int = 100_000
-    lr_decay_epochs: list[int] = field(default_factory=lambda: [3])
+    lr_decay_epochs: list[int] | None = None  # epochs after which lr *= lr_decay; None: the preset's (mmhuman3d [3], spin none)
     lr_decay: float = 0.1
 
 
 @dataclass
 class TrainConfig:
+    preset: str = "mmhuman3d"        # mmhuman3d | spin: whose training to reproduce (README "Presets"); fills every field left at None
     work_dir: str = "work_dirs/spin_fast"
     seed: int = 0
     max_steps: int | None = None     # None: epochs * samples_per_epoch / (batch * world)
@@ -123,9 +145,11 @@ DEMO_OVERRIDES = {
 }
 
 CHOICES = {
-    "data.loader": ("auto", "dali", "torchvision", "reference"), "model.backbone": ("resnet50", "resnet18"),
-    "smplify.flavor": ("spin", "mmhuman3d"), "loss.preset": tuple(LOSS_PRESETS),
-    "loss.criterion": (None, "smooth_l1", "mse"), "loss.convention": (None, "mmhuman3d", "spin"), "device": ("auto", "cpu", "cuda"),
+    "preset": tuple(PRESETS), "data.loader": ("auto", "dali", "torchvision", "reference"),
+    "data.mix_preset": ("mmhuman3d", "spin"), "data.augmentation": ("mmhuman3d", "spin"),
+    "model.backbone": ("resnet50", "resnet18"), "smplify.flavor": ("spin", "mmhuman3d"),
+    "smplify.gmm_normaliser": ("float32", "float64"), "loss.criterion": ("smooth_l1", "mse"),
+    "loss.convention": ("mmhuman3d", "spin"), "device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
@@ -244,9 +268,29 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]!r}")
     if not 0.0 <= cfg.data.rot_prob <= 1.0:
         raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
-    if not cfg.data.mix or any(v < 0 for v in cfg.data.mix.values()) or sum(cfg.data.mix.values()) <= 0:
-        raise ConfigError(f"config key 'data.mix' needs non-negative ratios with a positive sum, got {cfg.data.mix}")
+    mix = cfg.data.mix
+    if mix is not None and (not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0):
+        raise ConfigError(f"config key 'data.mix' needs non-negative ratios with a positive sum, got {mix}")
     return cfg
+
+
+def resolve_preset(cfg: TrainConfig) -> TrainConfig:
+    """Fill every field left at None from `cfg.preset` (PRESETS), in place; a mmhuman3d mix preset
+    becomes its ratios (SPIN's need the dataset sizes: they stay data.mix_preset 'spin')."""
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"config key 'preset' must be one of {list(PRESETS)}, got {cfg.preset!r}")
+    known = leaves(cfg)
+    for key, value in PRESETS[cfg.preset].items():
+        if known[key][0] is None:
+            set_value(cfg, key, value)
+    if cfg.data.mix is None and cfg.data.mix_preset == "mmhuman3d":
+        cfg.data.mix = dict(MMHUMAN3D_MIX)
+    return cfg
+
+
+def preset_defaults(preset: str = "mmhuman3d") -> TrainConfig:
+    """The defaults with `preset` resolved (what `--help` shows for it)."""
+    return resolve_preset(TrainConfig(preset=preset))
 
 
 def to_dict(cfg: TrainConfig) -> dict:
@@ -257,12 +301,13 @@ def from_dict(d: dict) -> TrainConfig:
     cfg = TrainConfig()
     for k, v in flatten_mapping(d).items():
         set_value(cfg, k, v)
-    return validate(cfg)
+    return validate(resolve_preset(cfg))
 
 
 def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
                  demo: bool | None = None) -> TrainConfig:
-    """Defaults, then the demo settings (when `demo`), then the file, then the overrides."""
+    """Defaults, then the demo settings (when `demo`), then the file, then the overrides, then the
+    preset for every field still at None."""
     cfg = TrainConfig()
     file_values = load_yaml(config_file) if config_file else {}
     overrides = dict(overrides or {})
@@ -276,7 +321,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     for source in (file_values, overrides):
         for k, v in source.items():
             set_value(cfg, k, v)
-    return validate(cfg)
+    return validate(resolve_preset(cfg))
 
 
 def _env_data_root() -> str | None:

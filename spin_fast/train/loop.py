@@ -138,7 +138,8 @@ def build_smplify(cfg: TrainConfig, paths, body, device):
     from spin_fast.smplify import SMPLify
 
     return SMPLify(body=body, gmm_path=paths.gmm, stage1_iters=cfg.smplify.stage1_iters,
-                   stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device)
+                   stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device,
+                   gmm_normaliser=cfg.smplify.gmm_normaliser)
 
 
 def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) -> dict:
@@ -179,7 +180,8 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
         load_hmr_weights(model, cfg.model.pretrained)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = build_train_loader(paths, mix=cfg.data.mix, batch_size=cfg.data.batch_size, backend=cfg.data.loader,
+    loader = build_train_loader(paths, mix=cfg.data.mix if cfg.data.mix is not None else cfg.data.mix_preset,
+                                batch_size=cfg.data.batch_size, backend=cfg.data.loader, geometry=cfg.data.augmentation,
                                 threads=cfg.data.threads, seed=cfg.seed, rank=rank, world_size=world,
                                 rot_prob=cfg.data.rot_prob, skip_bad_images=cfg.data.skip_bad_images,
                                 device=device)
@@ -211,7 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
         net = torch.compile(net)
     ctx = StepContext(
         model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
-        loss_weights=cfg.loss.resolved(),
+        loss_weights=cfg.loss.resolved(cfg.preset),
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
         channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world))
     if rank == 0:
