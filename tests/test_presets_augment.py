@@ -131,57 +131,53 @@ CASES = [  # centre, side, scale, rot, flip
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_spin_crop_puts_the_dot_where_spin_does(tmp_path, case):
+def _crop_dot(tmp_path, case, seed, geometry):
+    """A dot near CASES[case]'s centre, cropped with `geometry`: (dot, params, matrix, crop centroid,
+    49 random keypoints around the dot (1, 49, 3), the crop side h = side * scale)."""
     center, side, scale, rot, flip = CASES[case]
-    rng = np.random.default_rng(case)
+    rng = np.random.default_rng(seed)
     p = np.array(center) + rng.uniform(-40, 40, 2)
     params = AugParams(np.ones((1, 3), np.float32), np.array([flip]), np.array([scale], np.float32),
                        np.array([rot], np.float32))
-    h = side * float(params.scale[0])
     path = _dot_image(tmp_path, p)
-    M = crop_matrix(np.array([center]), np.array([side]), params, geometry="spin")
+    M = crop_matrix(np.array([center]), np.array([side]), params, geometry=geometry)
     got = _centroid(warp_pil(path, path.read_bytes(), M[0]))
-    want = spin_crop_point(p, center, h, float(params.rot_deg[0]), flip)
-    assert np.abs(got - want).max() <= 0.05, (got, want)
-    # the matrix itself, without interpolation
-    assert np.abs(M[0, :, :2] @ p + M[0, :, 2] - want).max() < 1e-9
-    # the 2D label: SPIN's transform() (whole pixels) and flip_kp, exactly
     kp = np.zeros((1, 49, 3))
     kp[0, :, :2] = p + rng.uniform(-30, 30, (49, 2))
     kp[0, :, 2] = 1.0
+    return p, params, M, got, kp, side * float(params.scale[0])
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_spin_crop_puts_the_dot_where_spin_does(tmp_path, case):
+    center, side, _, _, flip = CASES[case]
+    p, params, M, got, kp, h = _crop_dot(tmp_path, case, case, "spin")
+    rot = float(params.rot_deg[0])
+    want = spin_crop_point(p, center, h, rot, flip)
+    assert np.abs(got - want).max() <= 0.05, (got, want)
+    # the matrix itself, without interpolation
+    assert np.abs(M[0, :, :2] @ p + M[0, :, 2] - want).max() < 1e-9
+    # the 2D labels: SPIN's transform() (whole pixels) and flip_kp, exactly
     lab = transform_keypoints2d(kp, keypoint_matrix(np.array([center]), np.array([side]), params), params.flip, "spin")
     perm = SPIN_49_FLIP if flip else np.arange(49)
     for j in range(49):
-        src = kp[0, perm[j], :2]
-        np.testing.assert_allclose(lab[0, j, :2], spin_label(src, center, h, float(params.rot_deg[0]), flip), atol=1e-4)
+        np.testing.assert_allclose(lab[0, j, :2], spin_label(kp[0, perm[j], :2], center, h, rot, flip), atol=1e-4)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_mmhuman3d_crop_flips_then_rotates(tmp_path, case):
-    center, side, scale, rot, flip = CASES[case]
-    rng = np.random.default_rng(10 + case)
-    p = np.array(center) + rng.uniform(-40, 40, 2)
-    params = AugParams(np.ones((1, 3), np.float32), np.array([flip]), np.array([scale], np.float32),
-                       np.array([rot], np.float32))
-    s = side * float(params.scale[0])
-    path = _dot_image(tmp_path, p)
-    M = crop_matrix(np.array([center]), np.array([side]), params, geometry="mmhuman3d")
-    got = _centroid(warp_pil(path, path.read_bytes(), M[0]))
-    want = mmh_point(p, center, s, float(params.rot_deg[0]), flip)
+    center, _, _, _, flip = CASES[case]
+    p, params, M, got, kp, s = _crop_dot(tmp_path, case, 10 + case, "mmhuman3d")
+    rot = float(params.rot_deg[0])
+    want = mmh_point(p, center, s, rot, flip)
     assert np.abs(got - want).max() <= 0.05, (got, want)
-    kp = np.zeros((1, 49, 3))
-    kp[0, :, :2] = p + rng.uniform(-30, 30, (49, 2))
-    kp[0, :, 2] = 1.0
     lab = transform_keypoints2d(kp, M, params.flip, "mmhuman3d")
     perm = SPIN_49_FLIP if flip else np.arange(49)
     for j in range(49):
-        np.testing.assert_allclose(lab[0, j, :2], mmh_point(kp[0, perm[j], :2], center, s, float(params.rot_deg[0]), flip),
-                                   atol=1e-3)
+        np.testing.assert_allclose(lab[0, j, :2], mmh_point(kp[0, perm[j], :2], center, s, rot, flip), atol=1e-3)
     if flip and rot:
         # rotating first (SPIN's order) would put the dot elsewhere
-        spin_order = spin_crop_point(p, center, s, float(params.rot_deg[0]), flip)
-        assert np.abs(spin_order - want).max() > 5.0
+        assert np.abs(spin_crop_point(p, center, s, rot, flip) - want).max() > 5.0
         # the labels' rotation: mirroring first then rotating by r is rotating by -r then mirroring
         assert label_rotation(params, "mmhuman3d")[0] == -params.rot_deg[0]
         assert label_rotation(params, "spin")[0] == params.rot_deg[0]
