@@ -3,7 +3,8 @@
 For each image: crop the person (bbox centre -> crop centre, max(w, h) -> 224 px, the test-time
 warp), run HMR, pose the neutral SMPL with the prediction, and write `<out>/<stem>.png` = the mesh
 drawn over the image | a side view (the mesh turned 90 degrees about its vertical axis), plus
-`<out>/predictions.json` (bbox, camera, betas, axis-angle pose per image). Files are written atomically.
+`<out>/predictions.json` (bbox, camera, betas, axis-angle pose per image). Files are written atomically,
+predictions.json after every image; an unreadable image is reported and skipped, the others go on.
 
 Camera: the network's weak-perspective [s, tx, ty] becomes the crop-space translation
 [tx, ty, 2 f / (224 s)] with f = 5000 at crop centre (112, 112); the crop is the image scaled by
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spin_fast.atomic import atomic_write_bytes
+from spin_fast.atomic import atomic_write_bytes, check_writable
 from spin_fast.constants import FOCAL_LENGTH, IMG_RES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -138,18 +139,20 @@ def main(argv=None) -> list[Path]:
     paths = resolve_data_root(args.data_root)
     body = BodyModel.from_paths(paths).to(device)
     faces = body.faces.cpu().numpy()
-    model = load_model(args.checkpoint, paths.mean_params, args.backbone, trust=args.trust_checkpoint, device=device)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "--out")
+    model = load_model(args.checkpoint, paths.mean_params, args.backbone, trust=args.trust_checkpoint, device=device)
 
     from PIL import Image
 
-    written, predictions = [], {}
+    written, predictions, skipped = [], {}, []
     for f in files:
         try:
             image = decode_image(f)
         except ImageError as e:
-            raise SystemExit(str(e)) from None
+            print(f"skipped {e}", file=sys.stderr)
+            skipped.append(f.name)
+            continue
         H, W = image.shape[:2]
         bbox = bboxes.get(f.name, np.array([0.0, 0.0, W, H]))
         crop, center, side = crop_person(image, bbox)
@@ -166,8 +169,14 @@ def main(argv=None) -> list[Path]:
         predictions[f.name] = {
             "bbox_xywh": [float(b) for b in bbox], "cam": cam[0].tolist(), "cam_t_crop": cam_t.tolist(),
             "betas": betas[0].tolist(), "pose_axis_angle": rotmat_to_axis_angle(rotmat[0]).reshape(72).tolist()}
+        # after every image: a crash later keeps what is done
+        atomic_write_bytes(out_dir / "predictions.json", (json.dumps(predictions, indent=1) + "\n").encode())
         print(f"{f.name} -> {target}", file=sys.stderr)
-    atomic_write_bytes(out_dir / "predictions.json", (json.dumps(predictions, indent=1) + "\n").encode())
+    if not predictions:
+        raise SystemExit(f"--images {args.images}: none of the {len(files)} images could be read")
+    if skipped:
+        print(f"demo: {len(written)} image(s) done, {len(skipped)} skipped as unreadable: {', '.join(skipped)}",
+              file=sys.stderr)
     return written
 
 

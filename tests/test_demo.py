@@ -71,6 +71,21 @@ def test_demo_writes_overlay_and_side_view(synthetic_assets, checkpoint, tmp_pat
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_unreadable_image_is_skipped_and_the_rest_kept(synthetic_assets, checkpoint, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.new("RGB", (50, 60), (90, 90, 90)).save(images / "a.png")
+    (images / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # sorted between the two good ones
+    Image.new("RGB", (40, 40), (10, 90, 10)).save(images / "c.png")
+    out = tmp_path / "out"
+    written = main(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
+                    "--data-root", str(synthetic_assets.root), "--device", "cpu"])
+    assert [p.name for p in written] == ["a.png", "c.png"]
+    assert set(json.loads((out / "predictions.json").read_text())) == {"a.png", "c.png"}
+    err = capsys.readouterr().err
+    assert f"skipped image {images / 'b.jpg'}: corrupt JPEG" in err and "1 skipped as unreadable: b.jpg" in err, err
+
+
 def test_demo_bad_inputs(synthetic_assets, checkpoint, tmp_path):
     images = tmp_path / "in"
     images.mkdir()
@@ -87,8 +102,14 @@ def test_demo_bad_inputs(synthetic_assets, checkpoint, tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no .jpg"):
         main(common + ["--images", str(empty)])
-    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(SystemExit, match="broken.jpg"):
-        main(common + ["--images", str(images)])
+    only_broken = tmp_path / "only_broken"
+    only_broken.mkdir()
+    (only_broken / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(SystemExit, match="none of the 1 images could be read"):
+        main(common + ["--images", str(only_broken)])
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    with pytest.raises(SystemExit, match=f"--out {blocked}: cannot write there"):
+        main(common[:2] + ["--out", str(blocked), "--images", str(images)])
     with pytest.raises(SystemExit, match="does not exist"):
         main(["--checkpoint", str(tmp_path / "nope.pth"), "--images", str(images), "--out", str(tmp_path / "o")])

@@ -189,3 +189,10 @@ def test_cli_on_synthetic_pw3d(pw3d_root, tmp_path, capsys):
         main(["--data-root", str(pw3d_root)])  # neither --checkpoint nor --mean-pose
     with pytest.raises(SystemExit, match="training set"):
         main(["--mean-pose", "--data-root", str(pw3d_root), "--dataset", "coco"])
+    # an --out that cannot be written is found before the run, not after it
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    with pytest.raises(SystemExit, match=f"--out {blocked}: cannot write there"):
+        main(["--mean-pose", "--data-root", str(tmp_path / "never-read"), "--out", str(blocked / "res.json")])
+    with pytest.raises(SystemExit, match="is a folder"):
+        main(["--mean-pose", "--data-root", str(tmp_path / "never-read"), "--out", str(tmp_path)])

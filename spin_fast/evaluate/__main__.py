@@ -54,6 +54,12 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--dataset {args.dataset} is a training set; evaluate a test set (e.g. pw3d)")
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
+    if args.out:
+        from spin_fast.atomic import check_writable
+
+        check_writable(os.path.dirname(os.path.abspath(args.out)), "--out")  # before the run, not after
+        if os.path.isdir(args.out):
+            raise SystemExit(f"--out {args.out} is a folder; name the JSON file to write")
     device = torch.device(args.device) if args.device else default_device()
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)

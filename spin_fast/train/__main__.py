@@ -1,16 +1,21 @@
-"""`python -m spin_fast.train [--config FILE.yaml] [--section.key VALUE ...] [--resume]`
+"""`python -m spin_fast.train [--config FILE.yaml] [--section.key VALUE ...] [--resume [CKPT]] [--overwrite]`
 
 With no data root (`--data-root`, `data.root` in the config, or $SPIN_FAST_DATA_ROOT) this runs a short
 demo on the synthetic stand-in (generated on first use, and announced). Many GPUs / processes:
 `torchrun --nproc_per_node=N -m spin_fast.train ...`; many nodes: add torchrun's
 `--nnodes=M --node_rank=K --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT` on every node.
+
+A work dir that already holds a run is never overwritten: continue it with `--resume`, pick another
+`--work-dir`, or `--overwrite` (moves it aside to `<work_dir>.old-N`). The demo (no data root, no
+--work-dir) writes to a fresh `work_dirs/demo[-N]` each time.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
-from spin_fast.train.config import PRESETS, ConfigError, build_config, leaves, preset_defaults
+from spin_fast.train.config import PRESETS, ConfigError, build_config, leaves, load_yaml, preset_defaults
 
 ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_steps", "batch_size": "data.batch_size",
            "backbone": "model.backbone"}
@@ -21,7 +26,12 @@ def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m spin_fast.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config file (same nesting as the keys below)")
-    ap.add_argument("--resume", action="store_true", help="continue from <work_dir>/checkpoints/latest.pth")
+    ap.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                    help="continue from the work dir's newest readable checkpoint, or from the file CKPT")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="start afresh in a work dir that holds a run, moving that run aside (never deleted)")
+    ap.add_argument("--allow-config-change", action="store_true",
+                    help="resume even though config keys differ from the checkpoint's (each is listed)")
     ap.add_argument("--data-root", dest="data_root", help="mmhuman3d data root (alias of --data.root)")
     ap.add_argument("--work-dir", dest="work_dir", help="output folder (alias of --work_dir)")
     ap.add_argument("--max-steps", dest="max_steps", help="alias of --max_steps")
@@ -54,25 +64,39 @@ def main(argv=None) -> int:
             overrides[key] = v
     try:
         cfg = build_config(args.config, overrides)
+        work_dir_given = "work_dir" in overrides or bool(args.config and "work_dir" in load_yaml(args.config))
     except ConfigError as e:
         print(f"spin_fast.train: config error: {e}", file=sys.stderr)
         return 2
     from spin_fast.data import BackendUnavailable
+    from spin_fast.train.checkpoint import CheckpointLoadError
     from spin_fast.train.loop import train
+    from spin_fast.train.run_dir import RunDirError, fresh_work_dir
+
+    if cfg.demo and not work_dir_given and not args.resume and not args.overwrite:
+        cfg.work_dir = str(fresh_work_dir(cfg.work_dir))  # a second demo keeps the first
 
     if cfg.demo:
         print("spin_fast.train: no data root configured: running the short synthetic demo "
               f"({cfg.max_steps} steps, {cfg.model.backbone}, batch {cfg.data.batch_size}) in {cfg.work_dir}",
               file=sys.stderr)
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=args.allow_config_change)
     except ConfigError as e:
         print(f"spin_fast.train: config error: {e}", file=sys.stderr)
         return 2
     except BackendUnavailable as e:
         print(f"spin_fast.train: {e}", file=sys.stderr)
         return 2
-    if result:
+    except (RunDirError, CheckpointLoadError, FloatingPointError) as e:
+        print(f"\nspin_fast.train: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"\nspin_fast.train: error: {e.strerror}", file=sys.stderr)
+        return 1
+    if result and len(result) > 1:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))
         print(f"spin_fast.train: done step={result['step']} {metrics} checkpoint={cfg.work_dir}/checkpoints/latest.pth")
     return 0

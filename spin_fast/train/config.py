@@ -128,6 +128,7 @@ class TrainConfig:
     max_steps: int | None = None     # None: epochs * samples_per_epoch / (batch * world)
     log_every: int = 10
     ckpt_every: int = 500
+    keep_checkpoints: int = 3        # newest step_*.pth files kept (0: all)
     device: str = "auto"             # auto | cpu | cuda
     demo: bool = False               # the quick synthetic run (set automatically without a data root)
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,7 +154,7 @@ CHOICES = {
 }
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
-NON_NEGATIVE = {"smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay"}
+NON_NEGATIVE = {"smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay", "keep_checkpoints"}
 
 
 # --- flattening --------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ identical fits store because each step's fit updates are all-gathered and applie
 from __future__ import annotations
 
 import csv
-import math
 import os
 import sys
 import time
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from spin_fast.atomic import atomic_write
 from spin_fast.assets import resolve_data_root
 from spin_fast.config import default_device
-from spin_fast.train.checkpoint import _unwrap, load_checkpoint, save_checkpoint, set_rng_state
+from spin_fast.train.checkpoint import _unwrap, save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
+from spin_fast.train.finite import NonFiniteWatch
+from spin_fast.train.run_dir import open_run, record_config, truncate_log
 from spin_fast.train.step import StepContext, train_step
 
 
@@ -131,6 +131,17 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return lambda step: cfg.optim.lr_decay ** sum(step >= m for m in milestones)
 
 
+def _apply_optim_config(cfg: TrainConfig, optimizer, scheduler, steps_per_epoch: int) -> None:
+    """After restoring the optimizer and scheduler of a resumed run whose optim.* keys were changed
+    (allowed): make the new lr / weight decay / decay schedule the ones really used from here on."""
+    scheduler.lr_lambdas = [_lr_lambda(cfg, steps_per_epoch)] * len(optimizer.param_groups)
+    scheduler.base_lrs = [cfg.optim.lr] * len(optimizer.param_groups)
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for g in optimizer.param_groups:
+        g["initial_lr"], g["weight_decay"], g["lr"] = cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.lr * factor
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
 def build_smplify(cfg: TrainConfig, paths, body, device):
     """The SMPLify fitter the step calls (None when disabled)."""
     if not cfg.smplify.enabled:
@@ -142,9 +153,14 @@ def build_smplify(cfg: TrainConfig, paths, body, device):
                    gmm_normaliser=cfg.smplify.gmm_normaliser)
 
 
-def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = False, overwrite: bool = False,
+          allow_config_change: bool = False) -> dict:
     """Run (or with `resume`, continue) training; returns the last logged metrics (and, with
-    `return_state`, this rank's final 'model' state_dict and 'fits' table, for tests)."""
+    `return_state`, this rank's final 'model' state_dict and 'fits' table, for tests).
+
+    resume: True continues from the work dir's newest good checkpoint, a path from that file.
+    A work dir holding a run is refused without `resume` (`overwrite` moves it aside); a resume with a
+    changed config is refused without `allow_config_change` (see spin_fast.train.run_dir)."""
     from spin_fast.data import build_train_loader, choose_backend
     from spin_fast.model import HMR
     from spin_fast.body import BodyModel
@@ -161,8 +177,16 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
     choose_backend(cfg.data.loader, device)  # a loader that cannot be imported fails here, before any work
     torch.manual_seed(cfg.seed + rank)
     work_dir = Path(cfg.work_dir)
-    if rank == 0:
-        work_dir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = max(1, cfg.optim.samples_per_epoch // (cfg.data.batch_size * world))
+    total_steps = cfg.max_steps or cfg.optim.epochs * steps_per_epoch
+    ckpt_path, ckpt, changes = open_run(to_dict(cfg), work_dir, resume, overwrite, allow_config_change, rank,
+                                        barrier=dist.barrier if world > 1 else None)
+    start = int(ckpt["meta"]["step"]) if ckpt is not None else 0
+    if start >= total_steps:
+        if rank == 0:
+            print(f"spin_fast: {ckpt_path} is at step {start}, past max_steps {total_steps}: nothing to train "
+                  "(raise --max-steps to continue)", file=sys.stderr)
+        return {"step": start}
     paths = resolve_data_root(cfg.data.root, announce=rank == 0)
     if cfg.data.root is None:
         from spin_fast.data.synth import ensure_synthetic_dataset
@@ -188,23 +212,24 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
     fits = FitsStore.from_static_fits(paths, loader.dataset_names, sizes=dict(zip(loader.dataset_names, loader.dataset_sizes)),
                                      device=device)
 
-    steps_per_epoch = max(1, cfg.optim.samples_per_epoch // (cfg.data.batch_size * world))
-    total_steps = cfg.max_steps or cfg.optim.epochs * steps_per_epoch
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
 
-    start = 0
-    if resume:
-        ckpt = load_checkpoint(work_dir)
+    if ckpt is not None:
         _unwrap(model).load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scheduler"] is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
+        if any(k.startswith("optim.") for k in changes):
+            _apply_optim_config(cfg, optimizer, scheduler, steps_per_epoch)
         fits.load_state_dict(ckpt["fits"])
         resume_rng = ckpt["rng"]["per_rank"][rank] if "per_rank" in ckpt["rng"] else ckpt["rng"]
-        start = int(ckpt["meta"]["step"])
         if rank == 0:
-            print(f"spin_fast: resumed {work_dir} at step {start}", file=sys.stderr)
+            print(f"spin_fast: resumed {work_dir} at step {start} from {ckpt_path}", file=sys.stderr)
+            dropped = truncate_log(work_dir / "log.csv", start)
+            if dropped:
+                print(f"spin_fast: dropped {dropped} log.csv row(s) after step {start}", file=sys.stderr)
+        del ckpt
 
     net = model
     if world > 1:
@@ -217,8 +242,9 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
         channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world))
     if rank == 0:
-        (work_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=resume)
+        record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
+    logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=bool(resume))
+    watch = NonFiniteWatch(device, loader.dataset_names)
 
     model.train()
     it = loader.iter_from(start)
@@ -226,17 +252,20 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
     last = {}
     for step in range(start + 1, total_steps + 1):
         batch = next(it)
-        if resume and step == start + 1:
+        if start and step == start + 1:
             # after the first batch: starting an iterator may draw from the global RNG (DataLoader
             # seeds), as it did at step 1 of the original run, so dropout continues from the saved state
             set_rng_state(resume_rng)
         loss, logs = train_step(ctx, batch)
+        watch.observe(step, loss, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         window_n += batch["img"].shape[0] * world
         window_fit += logs["smplify_s"]
+        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total_steps:
+            watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
         if step % cfg.log_every == 0 or step == total_steps:
             # the one host sync of a logging step: turn the logged tensors into numbers
             dt = time.perf_counter() - window_t
@@ -244,8 +273,6 @@ def train(cfg: TrainConfig, resume: bool = False, return_state: bool = False) ->
             last = {k: float(v) for k, v in logs.items() if k != "smplify_s"}
             last.update(images_per_s=window_n / dt, smplify_ms=1000 * window_fit / max(steps_in_window, 1),
                         lr=scheduler.get_last_lr()[0])
-            if not all(math.isfinite(last[k]) for k in ("loss",)):
-                raise FloatingPointError(f"training loss became non-finite at step {step}: {last}")
             logger.log(step, last)
             window_t, window_n, window_fit = time.perf_counter(), 0, 0.0
         if step % cfg.ckpt_every == 0 or step == total_steps:
@@ -279,6 +306,6 @@ def _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, wo
         dist.barrier()
     if rank == 0:
         save_checkpoint(work_dir, step, model, optimizer, scheduler, fits, to_dict(cfg),
-                        rng={"per_rank": states} if world > 1 else states[0])
+                        rng={"per_rank": states} if world > 1 else states[0], keep=cfg.keep_checkpoints)
     if world > 1:
         dist.barrier()
