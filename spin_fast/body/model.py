@@ -18,7 +18,7 @@ public dispatching function (Triton for CUDA tensors, the torch reference otherw
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import scipy.sparse
@@ -34,12 +34,22 @@ JOINT_SETS = ("smpl_24", "smpl_45", "smpl_54", "smpl_49", "h36m_17")
 NUM_LANDMARKS = len(LANDMARK_VERTEX_IDS)
 
 
-
-
 class BodyOutput(NamedTuple):
     vertices: torch.Tensor  # (B, V, 3)
     joints: torch.Tensor  # (B, J, 3) of the requested joint set
     rotmats: torch.Tensor  # (B, 24, 3, 3) local joint rotations (global orient first)
+
+
+class Body(Protocol):
+    """What the training step and the fits in the loop call on a body model: `BodyModel`, or the
+    smplx-based `spin_fast.body.smplx_reference.SmplxBody`. Poses are axis-angle (B, 69) / (B, 3) or
+    rotation matrices (B, 23, 3, 3) / (B, 1, 3, 3); betas (B, 10)."""
+
+    def __call__(self, betas: torch.Tensor, body_pose: torch.Tensor, global_orient: torch.Tensor,
+                 transl: torch.Tensor | None = None, joint_set: str = "smpl_49") -> BodyOutput: ...
+
+    def joints_only(self, betas: torch.Tensor, body_pose: torch.Tensor, global_orient: torch.Tensor,
+                    transl: torch.Tensor | None = None, joint_set: str = "smpl_49") -> torch.Tensor: ...
 
 
 def _dense(a) -> np.ndarray:

@@ -62,6 +62,20 @@ _FLAVORS = {
 }
 
 
+def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor, flavor: str = "spin",
+                 focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
+                 center: torch.Tensor | None = None) -> torch.Tensor:
+    """SPIN's get_fitting_loss: SMPLify's stage-2 data term per joint (B, 49) of posed joints
+    (B, 49, 3) seen through cam_t (B, 3), against keypoints2d (B, 49, 3) crop pixels + confidence,
+    with the joints SMPLify ignores at zero confidence. Units are the flavor's (SPIN: GMoF of pixel
+    residuals, weighted conf^2; mmhuman3d: of squared normalised residuals, weighted conf): compare
+    only fits scored with the same flavor. center (B, 2): principal point (default the crop centre)."""
+    conf = keypoints2d[..., 2].clone()
+    conf[:, STAGE2_IGNORED_JOINTS] = 0.0
+    return reprojection_loss(joints, cam_t, keypoints2d[..., :2], conf, focal_length, center, SMPLIFY_SIGMA,
+                             flavor, img_res, "none")
+
+
 def _check_shape(name: str, t, shape: tuple) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"SMPLify: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -154,8 +168,8 @@ class SMPLify:
         B = pose.shape[0]
         with torch.no_grad():
             joints = self.body.joints_only(betas, pose[:, 3:], pose[:, :3], joint_set="smpl_49")
-            conf = keypoints2d[..., 2] * self.stage2_mask
-            return self.data_term(joints, cam_t, keypoints2d[..., :2], conf, self._center(center, B), "none")
+            kp = keypoints2d.to(torch.promote_types(keypoints2d.dtype, self.dtype))  # the confidence in the fit's precision
+            return fitting_loss(joints, cam_t, kp, self.flavor, self.focal_length, self.img_res, self._center(center, B))
 
     def _center(self, center, B):
         if center is None:

@@ -1,0 +1,98 @@
+"""SPIN's fits in the loop for one batch: the stored fit against a fresh SMPLify fit, the better one kept.
+
+`fit_in_loop(body, fitter, fits, batch, init_pose, init_betas, init_cam_t)`, no gradients:
+    1. re-augment: the stored fits of the batch's samples (dataset frame) are turned into the
+                   augmented crop (rotate the root by rot_deg, then flip)           (B, 82)
+    2. camera:     least-squares camera translation of the stored fit's joints from the 2D keypoints
+    3. SMPLify:    the fitter refines the initial guess (the network's detached prediction in training)
+    4. compare:    both fits scored with the fitter's own per-joint loss (`fitting_loss` in SPIN's
+                   pixel units when there is no fitter: the stored fit is then kept as it is)
+    5. write back: the better fit goes back to the store un-augmented (then to the other processes
+                   through `sync`, when training with several)
+    6. target:     the kept fit with extreme betas reset, the ground truth where has_smpl, and the
+                   valid mask (mean joint loss < 100, or has_smpl)
+This is the block of SPIN's trainer between the network's forward and the losses (SPIN's
+`train_step`, nkolot/SPIN train/trainer.py); it is the only place the training step meets SMPLify.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Protocol
+
+import torch
+
+from spin_fast.body.model import Body
+from spin_fast.constants import FOCAL_LENGTH, IMG_RES
+from spin_fast.smplify.camera import estimate_camera_translation
+from spin_fast.smplify.fit import fitting_loss
+from spin_fast.smplify.fits import FitsStore, Selection, reaugment
+from spin_fast.smplify.result import SMPLifyResult
+
+BATCH_KEYS = ("dataset_id", "sample_index", "flip", "rot_deg", "keypoints2d", "pose", "betas", "has_smpl")
+
+
+class Fitter(Protocol):
+    """What `fit_in_loop` calls on a fitter: `spin_fast.smplify.SMPLify`, or the reference
+    `spin_fast.smplify.reference.SMPLifyReferenceInLoop`."""
+
+    def __call__(self, init_pose: torch.Tensor, init_betas: torch.Tensor, init_cam_t: torch.Tensor,
+                 keypoints2d: torch.Tensor, center: torch.Tensor | None = None) -> SMPLifyResult: ...
+
+    def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
+                   center: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+SyncFits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (dataset_id, index, updated)
+
+
+def _joints(body: Body, fit: torch.Tensor) -> torch.Tensor:
+    """smpl_49 joints (B, 49, 3) of fits (B, 82) = [pose (72) | betas (10)], no translation."""
+    return body.joints_only(fit[:, 72:], fit[:, 3:72], fit[:, :3], joint_set="smpl_49")
+
+
+@torch.no_grad()
+def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mapping[str, torch.Tensor],
+                init_pose: torch.Tensor, init_betas: torch.Tensor, init_cam_t: torch.Tensor,
+                sync: SyncFits | None = None) -> Selection:
+    """One batch of SPIN's fits in the loop (see the module docstring); updates `fits` in place.
+
+    body: the neutral body model (BodyModel or SmplxBody). fitter: SMPLify (or its reference), None to
+    keep the stored fits. fits: the store. batch: the loader's batch dict; reads dataset_id (B,),
+    sample_index (B,), flip (B,), rot_deg (B,) (the crop's augmentation), keypoints2d (B, 49, 3) crop
+    pixels + confidence, pose (B, 72) / betas (B, 10) ground truth and has_smpl (B,).
+    init_pose (B, 72) axis-angle, init_betas (B, 10), init_cam_t (B, 3): SMPLify's starting point, in
+    the augmented crop. sync: called as sync(dataset_id, sample_index, updated) after the write-back.
+
+    Returns the `Selection` in the augmented frame: fit (B, 82) training target, cam_t (B, 3), joint_loss
+    (B,) mean over the joints of the kept fit, updated (B,) and valid_fit (B,) masks.
+    """
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"fit_in_loop: the batch has no {missing} (needs {', '.join(BATCH_KEYS)})")
+    kp2d = batch["keypoints2d"].float()
+    dataset_id, index, flip, rot_deg = batch["dataset_id"], batch["sample_index"], batch["flip"], batch["rot_deg"]
+
+    # 1. the stored fit, re-augmented into this crop; 2. its camera
+    stored = reaugment(fits.get(dataset_id, index), flip, rot_deg)
+    stored_joints = _joints(body, stored)
+    stored_cam = estimate_camera_translation(stored_joints, kp2d).translation
+
+    # 3. SMPLify from the initial guess; 4. both fits in the fitter's own units
+    if fitter is not None:
+        stored_loss = fitter.joint_loss(stored[:, :72], stored[:, 72:], stored_cam, kp2d)
+        res = fitter(init_pose, init_betas, init_cam_t, kp2d)
+        new_fit, new_cam, new_loss = torch.cat([res.pose, res.betas], 1), res.cam_t, res.joint_loss
+    else:
+        stored_loss = fitting_loss(stored_joints, stored_cam, kp2d, "spin", FOCAL_LENGTH, IMG_RES)
+        new_fit, new_cam = stored, stored_cam
+        new_loss = torch.full_like(stored_loss, float("inf"))
+
+    # 5. keep the better, write it back; 6. the target (GT where has_smpl) and the valid mask
+    gt_fit = torch.cat([batch["pose"].float(), batch["betas"].float()], 1)
+    gt_cam = estimate_camera_translation(_joints(body, gt_fit), kp2d).translation
+    sel = fits.select_and_update(
+        dataset_id, index, flip, rot_deg, stored, stored_loss, new_fit, new_loss,
+        has_smpl=batch["has_smpl"].bool(), gt_fit=gt_fit, stored_cam_t=stored_cam, new_cam_t=new_cam,
+        gt_cam_t=gt_cam)
+    if sync is not None:
+        sync(dataset_id, index, sel.updated)
+    return sel
