@@ -1,0 +1,109 @@
+"""`python -m spin_fast.fit --dataset NAME [--data-root DIR] [--out FILE] [--preset spin|mmhuman3d]
+[--stage1-iters N --stage2-iters N] [--batch-size N] [--init mean|static|checkpoint] [--checkpoint CKPT]
+[--device D] [--resume] [--overwrite]`: SMPLify every sample of a dataset, write its static fits.
+
+Writes static_fits/<name>_fits.npy under the data root (or --out): (N, 82) = 72 axis-angle + 10 betas
+in dataset order, the file training starts from, and <name>_fits.report.json beside it. Without
+--data-root (or $SPIN_FAST_DATA_ROOT) it fits the synthetic stand-in. Several processes:
+`torchrun --nproc_per_node=K -m spin_fast.fit ...` (each fits its share, rank 0 writes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m spin_fast.fit", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", required=True, help="dataset of the registry (h36m, coco, ...)")
+    ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
+    ap.add_argument("--out", help="fits file (default: <data root>/static_fits/<name>_fits.npy)")
+    ap.add_argument("--preset", default="spin", choices=("spin", "mmhuman3d"), help="SMPLify flavor")
+    ap.add_argument("--stage1-iters", type=int, help="default: the preset's (spin 100, mmhuman3d 50)")
+    ap.add_argument("--stage2-iters", type=int, help="default: the preset's (spin 100, mmhuman3d 50)")
+    ap.add_argument("--batch-size", type=int, default=64, help="samples a batch; fixes the result with the rest")
+    ap.add_argument("--init", default="mean", choices=("mean", "static", "checkpoint"),
+                    help="start from the mean parameters, the existing static fits, or an HMR checkpoint")
+    ap.add_argument("--checkpoint", help="HMR weights for --init checkpoint (mmhuman3d, SPIN or spin_fast)")
+    ap.add_argument("--trust-checkpoint", action="store_true",
+                    help="allow full unpickling of a checkpoint that weights_only=True refuses")
+    ap.add_argument("--device", help="default: cuda if available, else cpu (under torchrun: cuda:LOCAL_RANK)")
+    ap.add_argument("--resume", action="store_true", help="continue the saved progress of a killed run")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing fits file / progress")
+    ap.add_argument("--save-every", type=int, default=10, help="save progress every N batches")
+    ap.add_argument("--loader", default="reference", choices=("auto", "dali", "reference"),
+                    help="image loader (--init checkpoint only)")
+    ap.add_argument("--threads", type=int, default=2, help="loader threads (--init checkpoint only)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from spin_fast.config import resolve_data_root
+    from spin_fast.data.batch import Sources
+    from spin_fast.data.datasets import get_dataset
+    from spin_fast.fit.run import FitConfig, fit_dataset
+    from spin_fast.train.loop import init_distributed
+
+    try:
+        spec = get_dataset(args.dataset)
+        cfg = FitConfig(args.dataset, args.preset, args.stage1_iters, args.stage2_iters, args.batch_size, args.init,
+                        args.checkpoint).validate()
+    except (KeyError, ValueError) as e:
+        print(f"spin_fast.fit: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.save_every < 1:
+        print(f"spin_fast.fit: --save-every must be >= 1, got {args.save_every}", file=sys.stderr)
+        return 2
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        print(f"spin_fast.fit: --checkpoint {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+    rank, world, device = init_distributed(args.device or "auto")
+    if args.device and world == 1:
+        device = torch.device(args.device)
+    if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
+        torch.cuda.set_device(device)
+    paths = resolve_data_root(args.data_root, announce=rank == 0)
+    if args.data_root is None and not os.environ.get("SPIN_FAST_DATA_ROOT"):
+        from spin_fast.data.synth import ensure_synthetic_dataset
+
+        if rank == 0:
+            ensure_synthetic_dataset(paths.root, announce=True)
+        if world > 1:
+            torch.distributed.barrier()
+    if args.out:
+        out = args.out
+    elif spec.fits is not None:
+        out = paths.static_fits(spec.fits)
+    else:
+        print(f"spin_fast.fit: dataset {args.dataset} has no static fits file name; give --out", file=sys.stderr)
+        return 2
+    sources = Sources.from_registry(paths, [args.dataset])
+    try:
+        result = fit_dataset(sources, paths, cfg, out, device=device, resume=args.resume, overwrite=args.overwrite,
+                             save_every=args.save_every, rank=rank, world=world, loader_backend=args.loader,
+                             threads=args.threads, trust_checkpoint=args.trust_checkpoint,
+                             progress=not args.no_progress)
+    except (FileExistsError, ValueError) as e:
+        print(f"spin_fast.fit: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        r = result.report
+        fps = f"{r['fits_per_s']:.1f} fits/s" if r["fits_per_s"] else "nothing left to fit"
+        extra = (f"  PA-MPJPE {r['has_smpl']['pa_mpjpe']:.2f} mm vs GT ({r['has_smpl']['count']} with SMPL)"
+                 if "has_smpl" in r else "")
+        print(f"spin_fast.fit: {args.dataset}: {r['num_samples']} fits, {100 * r['valid_fraction']:.1f}% valid, "
+              f"mean reprojection {r['mean_reprojection_px'] or float('nan'):.2f} px, {fps}{extra}"
+              + (f" (resumed {result.batches_resumed} batches)" if result.batches_resumed else "")
+              + f"\n  wrote {out} and {r['report']}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
