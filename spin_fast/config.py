@@ -111,3 +111,26 @@ def default_device():
     import torch
 
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device) of this process. Under torchrun (WORLD_SIZE set) joins the process
+    group (NCCL on CUDA, gloo on CPU); on CUDA the device is cuda:LOCAL_RANK."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device_choice == "auto":
+        device = default_device()
+    else:
+        device = torch.device(device_choice)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device

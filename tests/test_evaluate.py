@@ -9,7 +9,7 @@ import torch
 
 from spin_fast.body import BodyModel
 from spin_fast.constants import H36M_TO_J14
-from spin_fast.evaluate.metrics import pw3d_metrics
+from spin_fast.metrics import pw3d_metrics
 from spin_fast.evaluate.runner import (Bodies, evaluate, gender_ids, hmr_predictor, mean_pose_predictor,
                                        write_json_atomic)
 from spin_fast.geometry import axis_angle_to_rotmat

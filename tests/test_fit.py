@@ -17,7 +17,7 @@ import torch
 from spin_fast.config import AssetPaths
 from spin_fast.data.augment import AugParams
 from spin_fast.data.batch import Sources, assemble_labels, make_plan
-from spin_fast.evaluate.metrics import h36m_to_j14, pa_mpjpe
+from spin_fast.metrics import h36m_to_j14, pa_mpjpe
 from spin_fast.fit.run import FitConfig, fit_dataset, mean_fit
 from spin_fast.geometry import perspective_projection
 from spin_fast.smplify.camera import estimate_camera_translation

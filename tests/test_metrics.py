@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from spin_fast.evaluate.metrics import h36m_to_j14, mpjpe, pa_mpjpe, pw3d_metrics, similarity_procrustes
+from spin_fast.metrics import h36m_to_j14, mpjpe, pa_mpjpe, pw3d_metrics, similarity_procrustes
 
 
 def _rot_z(deg):

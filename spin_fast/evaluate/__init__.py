@@ -2,4 +2,4 @@
 
 CLI: `python -m spin_fast.evaluate --checkpoint CKPT [--data-root DIR] ...` (see `__main__`).
 """
-from spin_fast.evaluate.metrics import mpjpe, pa_mpjpe, pw3d_metrics  # noqa: F401
+from spin_fast.metrics import mpjpe, pa_mpjpe, pw3d_metrics  # noqa: F401

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from spin_fast.atomic import atomic_write_json
-from spin_fast.evaluate.metrics import pw3d_metrics
+from spin_fast.metrics import pw3d_metrics
 from spin_fast.geometry import rot6d_to_rotmat
 
 METRICS = ("mpjpe", "pa_mpjpe", "pve")

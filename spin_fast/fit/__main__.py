@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true", help="continue the saved progress of a killed run")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing fits file / progress")
     ap.add_argument("--save-every", type=int, default=10, help="save progress every N batches")
-    ap.add_argument("--loader", default="reference", choices=("auto", "dali", "reference"),
+    ap.add_argument("--loader", default="auto", choices=("auto", "dali", "torchvision", "reference"),
                     help="image loader (--init checkpoint only)")
     ap.add_argument("--threads", type=int, default=2, help="loader threads (--init checkpoint only)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from spin_fast.config import resolve_data_root
+    from spin_fast.assets import resolve_data_root
+    from spin_fast.config import init_distributed
     from spin_fast.data.batch import Sources
     from spin_fast.data.datasets import get_dataset
     from spin_fast.fit.run import FitConfig, fit_dataset
-    from spin_fast.train.loop import init_distributed
 
     try:
         spec = get_dataset(args.dataset)

@@ -122,15 +122,13 @@ def turned_around(fits: torch.Tensor) -> torch.Tensor:
     return torch.cat([rotmat_to_axis_angle(R).reshape(-1, 3), fits[:, 3:]], 1)
 
 
-def fit_batch(smplify, bodies, labels: dict, starts: list[torch.Tensor], init_cam: torch.Tensor | None,
+def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam: torch.Tensor | None,
               fallback: torch.Tensor) -> dict[str, torch.Tensor]:
     """SMPLify on one batch of labels (assemble_labels) from each start (B, 82) in `starts` (camera:
     init_cam or the least-squares one); per sample the fit of lowest SMPLify objective wins. Returns
     the per-sample columns of `_COLUMNS` on the CPU."""
-    from spin_fast.evaluate.metrics import pw3d_metrics
-    from spin_fast.evaluate.runner import ground_truth, gender_ids
+    from spin_fast.metrics import pw3d_metrics
 
-    body = bodies.neutral
     dev = body.v_template.device
     kp2d = labels["keypoints2d"].to(dev).float()
     B = kp2d.shape[0]
@@ -162,7 +160,8 @@ def fit_batch(smplify, bodies, labels: dict, starts: list[torch.Tensor], init_ca
         has_smpl = labels["has_smpl"].bool().to(dev)
         if bool(has_smpl.any()):
             gt_pose, gt_betas = labels["pose"].to(dev).float(), labels["betas"].to(dev).float()
-            _, gt_joints = ground_truth(bodies, gt_pose, gt_betas, gender_ids(labels["gender"]))
+            # the neutral model, as the trainer reads ground-truth SMPL
+            gt_joints = body.joints_only(gt_betas, gt_pose[:, 3:], gt_pose[:, :3], joint_set="h36m_17")
             pred = body.joints_only(fits[:, 72:], fits[:, 3:72], fits[:, :3], joint_set="h36m_17")
             m = pw3d_metrics(pred, gt_joints)
             mpjpe = torch.where(has_smpl, m["mpjpe"].float(), mpjpe)
@@ -173,7 +172,7 @@ def fit_batch(smplify, bodies, labels: dict, starts: list[torch.Tensor], init_ca
 
 
 # --- progress ---------------------------------------------------------------------------------------------
-class Progress:
+class SavedProgress:
     """The batches done so far and their per-sample results, saved to and merged from `folder`."""
 
     def __init__(self, folder: Path, config: dict, n: int, num_batches: int, run_id: str, rank: int):
@@ -217,13 +216,6 @@ class Progress:
 
 
 # --- the whole dataset -------------------------------------------------------------------------------------
-def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit=" fits", desc=desc, disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr, smoothing=0.1)
-
-
 def _all_reduce_sum(arr: np.ndarray, device) -> np.ndarray:
     import torch.distributed as dist
 
@@ -234,7 +226,7 @@ def _all_reduce_sum(arr: np.ndarray, device) -> np.ndarray:
 
 def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, device=None, resume: bool = False,
                 overwrite: bool = False, save_every: int = 10, rank: int = 0, world: int = 1,
-                loader_backend: str = "reference", threads: int = 2, trust_checkpoint: bool = False,
+                loader_backend: str = "auto", threads: int = 2, trust_checkpoint: bool = False,
                 progress: bool = True) -> FitResult | None:
     """Fit dataset 0 of `sources` (spin_fast.data.batch.Sources) and write `out` (N, 82) .npy plus
     `<out stem>.report.json` beside it. paths: the AssetPaths of the body model, GMM, mean parameters
@@ -246,7 +238,6 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     from spin_fast.data.batch import assemble_labels, make_plan
     from spin_fast.data.datasets import get_dataset
     from spin_fast.data.humandata import load_static_fits, write_static_fits
-    from spin_fast.evaluate.runner import Bodies
     from spin_fast.smplify import SMPLify
 
     cfg.validate()
@@ -278,14 +269,14 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
         dist.all_gather_object(ids, run_id)
         run_id = ids[0]
         dist.barrier()
-    state = Progress(progress_dir, config, n, len(batches), run_id, rank)
+    state = SavedProgress(progress_dir, config, n, len(batches), run_id, rank)
     resumed = state.load(take=rank == 0) if resume else 0
     todo = [b for b in range(len(batches)) if not state.done[b]]
     mine = todo[rank::world]
 
-    # 1. models: the neutral body (fits) and the gendered ones (ground truth), SMPLify, the start
-    bodies = Bodies.from_paths(paths, device)
-    smplify = SMPLify(bodies.neutral, gmm_path=paths.gmm, stage1_iters=cfg.stage1_iters,
+    # 1. models: the neutral body, SMPLify, the start
+    body = BodyModel.from_paths(paths).to(device)
+    smplify = SMPLify(body, gmm_path=paths.gmm, stage1_iters=cfg.stage1_iters,
                       stage2_iters=cfg.stage2_iters, flavor=cfg.preset)
     fallback = mean_fit(paths.mean_params).to(device)
     static = None
@@ -297,12 +288,13 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
 
     def plan(step: int):
         idx = batches[mine[step]]
-        return make_plan(sources, step, np.zeros(len(idx), np.int64), idx, AugParams.identity(len(idx)))
+        return make_plan(sources, step, np.zeros(len(idx), np.int64), idx, AugParams.identity(len(idx)),
+                         geometry=cfg.preset)
 
     batch_iter = None
     if cfg.init == "checkpoint":
         from spin_fast.data import _impl
-        from spin_fast.evaluate.runner import load_model
+        from spin_fast.model.checkpoint_import import load_model
 
         model = load_model(cfg.checkpoint, paths.mean_params, trust=trust_checkpoint, device=device)
         plan.num_steps = lambda: len(mine)  # the loaders' planner interface
@@ -311,8 +303,10 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
                                len(mine), 0).iter_from(0)
 
     # 2. the batches
-    bar = _progress_bar(n, int(sum(len(batches[b]) for b in np.nonzero(state.done)[0])), progress and rank == 0,
-                        f"fitting {cfg.dataset}")
+    from spin_fast.progress import Progress
+
+    bar = Progress(n, f"fit {cfg.dataset}", unit="fit", initial=int(sum(len(batches[b]) for b in np.nonzero(state.done)[0])),
+                   enabled=progress and rank == 0)
     since_save = 0
     try:
         for step, b in enumerate(mine):
@@ -334,10 +328,11 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
                 else:  # facing the camera and facing away: a 2D fit rarely turns a body round by itself
                     starts = [fallback.expand(len(idx), -1), turned_around(fallback[None]).expand(len(idx), -1)]
                 init_cam = None
-            values = fit_batch(smplify, bodies, labels, starts, init_cam, fallback)
+            values = fit_batch(smplify, body, labels, starts, init_cam, fallback)
             state.record(b, batches[b], values)
             state.seconds += time.perf_counter() - t0
-            bar.update(len(batches[b]) * (world if world > 1 else 1))
+            done = len(batches[b]) * world  # the other ranks' batches, roughly in step with this one's
+            bar.update(done, images=done, phases={"fit": time.perf_counter() - t0})
             since_save += 1
             if since_save >= save_every:
                 state.save()

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from spin_fast.atomic import atomic_write
 from spin_fast.assets import resolve_data_root
-from spin_fast.config import default_device
+from spin_fast.config import init_distributed  # noqa: F401 (also imported from here)
 from spin_fast.train.checkpoint import _unwrap, save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
@@ -26,25 +26,6 @@ from spin_fast.train.step import StepContext, train_step
 
 
 # --- distributed -------------------------------------------------------------------------------------
-def init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Under torchrun (WORLD_SIZE set) joins the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device_choice == "auto":
-        device = default_device()
-    else:
-        device = torch.device(device_choice)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
-    if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
 def make_fits_sync(fits, world: int):
     """All-gather each rank's updated fits and apply them in rank order on every rank."""
     if world <= 1:

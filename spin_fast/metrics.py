@@ -1,4 +1,5 @@
-"""3DPW metrics (SPIN / mmhuman3d protocol), batched in torch. Inputs in metres, outputs in mm.
+"""Joint and mesh metrics (the SPIN / mmhuman3d 3DPW protocol), batched in torch. Inputs in metres, outputs
+in mm; used by evaluation and by the dataset fitter.
 
 MPJPE: mean Euclidean joint error after both skeletons are centred at the H36M pelvis.
 PA-MPJPE: the same after a per-sample similarity Procrustes alignment (scale, rotation with the
