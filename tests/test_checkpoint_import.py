@@ -148,9 +148,10 @@ def test_misshaped_key_is_refused_by_name(weights, model):
     assert torch.equal(model.state_dict()["head.fc2.weight"], before)  # nothing half-loaded
 
 
-def test_resnet18_checkpoint_into_resnet50_is_refused(model):
-    with pytest.raises(CheckpointError, match="missing"):
-        load_hmr_weights(model, HMR("resnet18").state_dict())
+def test_resnet18_checkpoint_into_resnet50_is_refused(model, tmp_path):
+    torch.save({"state_dict": HMR("resnet18").state_dict()}, tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError, match=r"r18\.pth: checkpoint is resnet18, config asks resnet50"):
+        load_hmr_weights(model, tmp_path / "r18.pth")
 
 
 class NotATensor:  # module level so that torch.save can pickle it

@@ -165,3 +165,124 @@ def test_object_image_path_and_old_pickle_protocol_load(tmp_path):
     buf.seek(0)
     d = read_npy(buf).item()
     assert d["b"] == b"\x00\xff" and d["x"].tolist() == [0, 1, 2]
+
+
+# --- bad labels are data problems: masked, counted, reported ------------------------------------------
+def labelled(n=8, seed=0):
+    from spin_fast.constants import HUMAN_DATA_TO_SPIN_49
+
+    rng = np.random.default_rng(seed)
+    kp2d = np.zeros((n, 190, 3), np.float32)
+    kp3d = np.zeros((n, 190, 4), np.float32)
+    cols = list(HUMAN_DATA_TO_SPIN_49)
+    kp2d[:, cols] = np.c_[rng.uniform(1, 60, (n * 49, 2)), np.ones(n * 49)].reshape(n, 49, 3)
+    kp3d[:, cols] = np.c_[rng.normal(size=(n * 49, 3)), np.ones(n * 49)].reshape(n, 49, 4)
+    smpl = {"body_pose": rng.normal(size=(n, 23, 3)) * 0.1, "global_orient": rng.normal(size=(n, 3)) * 0.1,
+            "betas": rng.normal(size=(n, 10))}
+    return dict(image_path=[f"{i}.png" for i in range(n)], bbox_xywh=np.array([[2, 3, 40, 50]] * n, np.float32),
+                keypoints2d=kp2d, keypoints3d=kp3d, smpl=smpl, has_smpl=np.ones(n))
+
+
+@pytest.mark.parametrize("zip_compress", [True, False], ids=["deflated", "stored_mmap"])
+def test_non_finite_labels_are_missing_counted_and_reported(tmp_path, zip_compress):
+    from spin_fast.constants import HUMAN_DATA_TO_SPIN_49
+    from spin_fast.data.humandata import write_humandata
+
+    f = labelled()
+    j = 7  # one of SPIN's 49 joints, stored in HumanData column HUMAN_DATA_TO_SPIN_49[j]
+    col = HUMAN_DATA_TO_SPIN_49[j]
+    f["keypoints2d"][3, col, 0] = np.nan
+    f["keypoints2d"][5, col, 2] = np.inf
+    f["keypoints3d"][4, col, 1] = -np.inf
+    f["smpl"]["betas"][1, 2] = np.nan
+    f["bbox_xywh"][6, 2] = np.nan
+    p = write_humandata(tmp_path / "nan.npz", zip_compress=zip_compress, compress_keypoints=False, **f)
+    hd = HumanData(p)
+    warnings = "\n".join(hd.label_warnings)
+    assert len(hd.label_warnings) == 4, warnings
+    for key, count, first in (("keypoints2d", 2, "3, 5"), ("keypoints3d", 1, "4"), ("smpl", 1, "1"),
+                              ("bbox_xywh", 1, "6")):
+        assert f"{p}: key {key!r}: {count} sample(s) with non-finite values (first indices {first})" in warnings, warnings
+    k2 = hd.keypoints2d(np.arange(8))
+    assert np.isfinite(k2).all() and np.isfinite(hd.keypoints3d(np.arange(8))).all()
+    assert (k2[3, j] == 0).all() and (k2[5, j] == 0).all()  # the bad joint is absent (confidence 0) ...
+    np.testing.assert_array_equal(k2[3, j + 1], f["keypoints2d"][3, HUMAN_DATA_TO_SPIN_49[j + 1]])  # ... only it
+    assert (hd.keypoints3d([4])[0, j] == 0).all()
+    assert hd.has_smpl.tolist() == [True, False, True, True, True, True, False, True]
+    assert (hd.betas[1] == 0).all() and np.isfinite(hd.pose).all()
+    assert (k2[6] == 0).all() and (hd.keypoints3d([6]) == 0).all()  # the bad box's sample has no labels
+    assert np.isfinite(hd.center).all() and np.isfinite(hd.scale).all()
+    np.testing.assert_array_equal(k2[0], f["keypoints2d"][0, HUMAN_DATA_TO_SPIN_49])  # clean samples untouched
+
+
+def _pngs(folder, names):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (64, 64), (40, 50, 60)).save(folder / name)
+
+
+def test_data_check_warns_about_non_finite_labels_and_loaders_report_once(tmp_path, capsys):
+    from spin_fast.data.__main__ import main
+    from spin_fast.data.batch import Sources
+    from spin_fast.data.humandata import write_humandata
+
+    paths = AssetPaths(tmp_path / "data")
+    f = labelled()
+    from spin_fast.constants import HUMAN_DATA_TO_SPIN_49
+
+    f["keypoints2d"][2, HUMAN_DATA_TO_SPIN_49[10], 1] = np.nan
+    write_humandata(paths.preprocessed("spin_pw3d_test"), **f)
+    _pngs(paths.images("pw3d"), f["image_path"])
+    assert main(["check", str(paths.root), "--datasets", "pw3d"]) == 0  # warnings are not failures
+    out = capsys.readouterr().out
+    assert "ok, with warnings" in out and "warning: " in out and "key 'keypoints2d': 1 sample(s)" in out, out
+    Sources.from_registry(paths, ["pw3d"])
+    err = capsys.readouterr().err
+    assert err.count("spin_fast: warning:") == 1 and "spin_pw3d_test.npz: key 'keypoints2d'" in err, err
+
+
+def test_wrong_shape_is_an_error_and_data_check_reports_every_dataset(tmp_path, capsys):
+    from spin_fast.data.__main__ import main
+    from spin_fast.data.humandata import write_humandata, write_static_fits
+
+    paths = AssetPaths(tmp_path / "data")
+    bad = paths.preprocessed("spin_pw3d_test")
+    bad.parent.mkdir(parents=True)
+    np.savez(bad, image_path=np.array(["0.png", "1.png"]), bbox_xywh=np.array([[0, 0, 9, 9]] * 2, np.float32),
+             keypoints2d=np.zeros((2, 17, 3), np.float32))
+    f = labelled()
+    write_humandata(paths.preprocessed("h36m_mosh_train"), **f)
+    write_static_fits(paths.static_fits("h36m"), np.zeros((8, 82), np.float32))
+    _pngs(paths.images("h36m"), f["image_path"])
+    masked = paths.preprocessed("spin_lsp_train")
+    np.savez(masked, image_path=np.array(["0.png"]), bbox_xywh=np.array([[0, 0, 9, 9]], np.float32),
+             keypoints2d=np.zeros((1, 190, 3), np.float32), keypoints2d_mask=np.ones(17, np.uint8))
+    rc = main(["check", str(paths.root), "--datasets", "pw3d,h36m,lsp"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert f"{bad}: key 'keypoints2d': expected shape (2, 190, 3) (uncompressed), got (2, 17, 3)" in out, out
+    assert f"{masked}: key 'keypoints2d_mask': expected shape (190,), got (17,)" in out, out
+    assert [ln.split()[0] for ln in out.splitlines() if not ln.startswith(" ")] == ["pw3d", "h36m", "lsp"]
+    assert "h36m                   8 samples" in out and "ok" in out.splitlines()[2], out
+
+
+# --- clear messages -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mix, words", [("{pw3d: 1.0}", "['pw3d']"), ("{h36m: 0.5, cocoa: 0.5}", "['cocoa']")])
+def test_mix_of_unknown_or_test_datasets_is_a_config_error(mix, words):
+    from spin_fast.train.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as e:
+        build_config(overrides={"data.root": "/data", "data.mix": mix})
+    msg = str(e.value)
+    assert "data.mix" in msg and words in msg and "h36m, mpi_inf_3dhp, lsp, lspet, mpii, coco" in msg, msg
+
+
+def test_yaml_section_that_is_not_a_mapping(tmp_path):
+    from spin_fast.train.config import ConfigError, build_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: /data/mmhuman3d\n")
+    with pytest.raises(ConfigError, match=rf"{cfg}: section 'data' must be a mapping of its keys .*got '/data/mmhuman3d'"):
+        build_config(str(cfg))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,7 +47,11 @@ class Sources:
         from spin_fast.data.datasets import get_dataset
 
         specs = [get_dataset(n) for n in names]
-        return cls(names, [HumanData(s.npz_path(paths), mmap=mmap) for s in specs], [s.image_root(paths) for s in specs])
+        data = [HumanData(s.npz_path(paths), mmap=mmap) for s in specs]
+        for d in data:  # once per dataset, when the loader opens it
+            for w in d.label_warnings:
+                print(f"spin_fast: warning: {w}", file=sys.stderr)
+        return cls(names, data, [s.image_root(paths) for s in specs])
 
     @property
     def sizes(self) -> list[int]:

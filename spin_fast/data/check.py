@@ -22,6 +22,7 @@ class DatasetReport:
     errors: list[str] = field(default_factory=list)       # file-level problems
     missing: list[str] = field(default_factory=list)      # image files that do not exist
     unreadable: list[str] = field(default_factory=list)   # image files that exist but do not read
+    warnings: list[str] = field(default_factory=list)     # non-finite labels (used as missing; not failures)
 
     @property
     def ok(self) -> bool:
@@ -37,6 +38,7 @@ def check_dataset(paths: AssetPaths, name: str, decode: bool = False) -> Dataset
         rep.errors.append(str(e))
         return rep
     rep.samples = len(hd)
+    rep.warnings.extend(hd.label_warnings)
     if spec.fits is not None:
         try:
             load_static_fits(spec.fits_path(paths), len(hd))
@@ -62,16 +64,27 @@ def check_data_root(root, names=None, decode: bool = False) -> list[DatasetRepor
     if (root / "data" / "preprocessed_datasets").is_dir() and not (root / "preprocessed_datasets").is_dir():
         root = root / "data"
     paths = AssetPaths(root)
-    return [check_dataset(paths, n, decode) for n in (names or list(DATASETS))]
+    return [_check_or_report(paths, n, decode) for n in (names or list(DATASETS))]
+
+
+def _check_or_report(paths: AssetPaths, name: str, decode: bool) -> DatasetReport:
+    """check_dataset, with any unforeseen failure reported for this dataset so the others still run."""
+    if name not in DATASETS:
+        return DatasetReport(name, errors=[f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"])
+    try:
+        return check_dataset(paths, name, decode)
+    except Exception as e:  # noqa: BLE001 - a report, not a crash
+        return DatasetReport(name, errors=[f"{type(e).__name__}: {e}"])
 
 
 def format_report(reports: list[DatasetReport], limit: int = 5) -> str:
     lines = []
     for r in reports:
-        status = "ok" if r.ok else "PROBLEMS"
+        status = ("ok" if not r.warnings else "ok, with warnings") if r.ok else "PROBLEMS"
         lines.append(f"{r.name:14s} {r.samples:9d} samples  missing {len(r.missing):6d}  unreadable "
                      f"{len(r.unreadable):6d}  {status}")
-        for label, items in (("error", r.errors), ("missing", r.missing), ("unreadable", r.unreadable)):
+        for label, items in (("error", r.errors), ("warning", r.warnings), ("missing", r.missing),
+                             ("unreadable", r.unreadable)):
             for s in items[:limit]:
                 lines.append(f"    {label}: {s}")
             if len(items) > limit:

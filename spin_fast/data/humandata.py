@@ -24,7 +24,11 @@ Lazy enough for millions of samples: keys are read one at a time; keypoint array
 inside the zip (np.savez) are memory-mapped in place and gathered per request, deflated ones
 (np.savez_compressed, mmhuman3d's default) are streamed in row chunks and only their 49 used
 columns kept. Anything malformed raises `HumanDataError` naming the file, the key and what was
-expected.
+expected. Non-finite labels are data problems, not errors: a NaN/inf keypoint is a missing joint
+(zeros, confidence 0), non-finite SMPL parameters mean has_smpl 0, a non-finite box leaves its sample
+without labels (all keypoints absent, has_smpl 0; the box becomes the file's median one so the crop
+stays defined). Each kind is counted once, at load, into `label_warnings` (file, key, count, first
+indices), which the loaders print and `python -m spin_fast.data check` reports.
 """
 from __future__ import annotations
 
@@ -171,8 +175,13 @@ class HumanData:
         if bbox.shape not in ((n, 4), (n, 5)):
             raise self._err("bbox_xywh", f"expected shape ({n}, 4) or ({n}, 5), got {bbox.shape}")
         bbox = bbox.astype(np.float64)
-        if not np.isfinite(bbox[:, :4]).all():
-            raise self._err("bbox_xywh", "expected finite values, found NaN/inf")
+        self.label_warnings: list[str] = []
+        bad_box = ~np.isfinite(bbox[:, :4]).all(1)
+        self._unlabeled = bad_box if bad_box.any() else None
+        if bad_box.any():
+            self._warn("bbox_xywh", bad_box, "their samples get no labels (keypoints absent, has_smpl 0)")
+            fill = np.median(bbox[~bad_box, :4], 0) if (~bad_box).any() else np.array([0.0, 0.0, 1.0, 1.0])
+            bbox[bad_box, :4] = fill
         x, y, w, h = bbox[:, 0], bbox[:, 1], bbox[:, 2], bbox[:, 3]
         if n and (np.minimum(w, h) <= 0).any():
             bad = int(np.nonzero(np.minimum(w, h) <= 0)[0][0])
@@ -184,6 +193,10 @@ class HumanData:
         self._kp = {}
         for key, c in (("keypoints2d", 3), ("keypoints3d", 4)):
             self._kp[key] = self._load_keypoints(key, c) if key in self.keys else None
+            if self._kp[key] is not None:
+                bad = self._non_finite_rows(key)
+                if bad.any():
+                    self._warn(key, bad, "those joints are treated as missing (confidence 0)")
 
         self.pose = np.zeros((n, 72), np.float32)
         self.betas = np.zeros((n, NUM_BETAS), np.float32)
@@ -203,6 +216,13 @@ class HumanData:
                 raise self._err("smpl", "has_smpl is set for some samples but the file has no 'smpl' dict")
         else:
             self.has_smpl = np.full(n, has_smpl_default)
+        bad_smpl = ~(np.isfinite(self.pose).all(1) & np.isfinite(self.betas).all(1))
+        if bad_smpl.any():
+            self._warn("smpl", bad_smpl, "treated as without SMPL (has_smpl 0)")
+            self.pose[bad_smpl], self.betas[bad_smpl] = 0.0, 0.0
+            self.has_smpl = self.has_smpl & ~bad_smpl
+        if self._unlabeled is not None:
+            self.has_smpl = self.has_smpl & ~self._unlabeled
 
         self.gender = None
         if "meta" in self.keys:
@@ -217,6 +237,24 @@ class HumanData:
                 if bad:
                     raise self._err("meta", f"meta['gender']: expected 'm'/'f', got {bad[:5]}")
                 self.gender = np.asarray([GENDER_CODES[s] for s in g]) if n else g
+
+    def _warn(self, key: str, bad: np.ndarray, consequence: str) -> None:
+        idx = np.nonzero(bad)[0]
+        first = ", ".join(str(i) for i in idx[:5]) + (", ..." if len(idx) > 5 else "")
+        self.label_warnings.append(f"{self.path}: key {key!r}: {len(idx)} sample(s) with non-finite values "
+                                   f"(first indices {first}); {consequence}")
+
+    def _non_finite_rows(self, key: str) -> np.ndarray:
+        """(N,) bool: samples with a NaN/inf among the used joints of `key` (a chunked pass over a memmap)."""
+        arr, cols = self._kp[key]
+        present = cols >= 0
+        if not isinstance(arr, np.memmap):
+            return ~np.isfinite(arr[:, present]).all((1, 2))
+        out = np.zeros(self.n, bool)
+        for start in range(0, self.n, _CHUNK_ROWS):
+            chunk = np.asarray(arr[start:start + _CHUNK_ROWS])[:, cols[present]]
+            out[start:start + len(chunk)] = ~np.isfinite(chunk).all((1, 2))
+        return out
 
     def _load_keypoints(self, key: str, c: int):
         mask_key = f"{key}_mask"
@@ -274,8 +312,12 @@ class HumanData:
             out = np.zeros((len(idx), NUM_SPIN_JOINTS, c), np.float32)
             present = cols >= 0
             out[:, present] = rows[:, cols[present]]
-            return out
-        return arr[idx]
+        else:
+            out = arr[idx]
+        out[~np.isfinite(out).all(-1)] = 0.0  # a non-finite joint is a missing one
+        if self._unlabeled is not None:
+            out[self._unlabeled[idx]] = 0.0
+        return out
 
     def keypoints2d(self, idx) -> np.ndarray:
         """(k, 49, 3) float32 image pixels + confidence for indices idx (int or array)."""

@@ -77,14 +77,23 @@ def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, t
     return out
 
 
-def load_hmr_weights(model: torch.nn.Module, ckpt: Mapping | str | os.PathLike, trust: bool = False) -> None:
-    """Load every backbone/head tensor of `model` from `ckpt`; refuse missing, extra or mis-shaped keys."""
+def load_hmr_weights(model: torch.nn.Module, ckpt: Mapping | str | os.PathLike, trust: bool = False,
+                     source: str | None = None) -> None:
+    """Load every backbone/head tensor of `model` from `ckpt`; refuse another backbone and missing,
+    extra or mis-shaped keys. `source` names a dict `ckpt` in errors."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # torch.compile
-    source = os.fspath(ckpt) if isinstance(ckpt, (str, os.PathLike)) else "checkpoint"
+    source = os.fspath(ckpt) if isinstance(ckpt, (str, os.PathLike)) else (source or "checkpoint")
     if isinstance(ckpt, (str, os.PathLike)):
         ckpt = read_checkpoint(ckpt, trust=trust)
     sd = extract_state_dict(ckpt, source)
+    want = getattr(getattr(model, "backbone", None), "arch", None)
+    try:
+        have = infer_backbone(sd, source)
+    except CheckpointError:
+        have = None  # neither: the key checks below name what is wrong
+    if want is not None and have is not None and have != want:
+        raise CheckpointError(f"{source}: checkpoint is {have}, config asks {want}")
     expected = model.state_dict()
     wanted = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
     missing = sorted(k for k in wanted if k not in sd)
@@ -124,5 +133,5 @@ def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust:
     ckpt = read_checkpoint(checkpoint, trust=trust)
     arch = backbone or infer_backbone(ckpt, os.fspath(checkpoint))
     model = HMR(arch, mean_params=mean_params)
-    load_hmr_weights(model, ckpt)
+    load_hmr_weights(model, ckpt, source=os.fspath(checkpoint))
     return model.to(device).eval()

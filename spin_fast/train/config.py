@@ -253,6 +253,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+    sections = [f.name for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.default_factory)]
+    for key, value in raw.items():
+        if key in sections and not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: section '{key}' must be a mapping of its keys "
+                              f"(e.g. `{key}: {{{dataclasses.fields(getattr(TrainConfig(), key))[0].name}: ...}}`), "
+                              f"got {value!r}")
     return flatten_mapping(raw)
 
 
@@ -270,6 +276,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0.0 <= cfg.data.rot_prob <= 1.0:
         raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
     mix = cfg.data.mix
+    from spin_fast.data.datasets import TRAIN_DATASETS
+
+    unknown = [n for n in (mix or {}) if n not in TRAIN_DATASETS]
+    if unknown:
+        raise ConfigError(f"config key 'data.mix' names {unknown}, which are not training datasets; the training "
+                          f"datasets are {', '.join(TRAIN_DATASETS)}")
     if mix is not None and (not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0):
         raise ConfigError(f"config key 'data.mix' needs non-negative ratios with a positive sum, got {mix}")
     return cfg
