@@ -4,7 +4,9 @@
     1. re-augment: the stored fits of the batch's samples (dataset frame) are turned into the
                    augmented crop (rotate the root by rot_deg, then flip)           (B, 82)
     2. camera:     least-squares camera translation of the stored fit's joints from the 2D keypoints
-    3. SMPLify:    the fitter refines the initial guess (the network's detached prediction in training)
+    3. SMPLify:    the fitter refines the initial guess (the network's detached prediction in training);
+                   a 'spin' flavor fitter gets the keypoints with joints 1, 9, 12, 27, 28 at
+                   confidence 0, as SPIN's trainer hands them over (`spin_trainer_keypoints`)
     4. compare:    both fits scored with the fitter's own per-joint loss (`fitting_loss` in SPIN's
                    pixel units when there is no fitter: the stored fit is then kept as it is)
     5. write back: the better fit goes back to the store un-augmented (then to the other processes
@@ -21,7 +23,7 @@ from typing import Callable, Mapping, Protocol
 import torch
 
 from spin_fast.body.model import Body
-from spin_fast.constants import FOCAL_LENGTH, IMG_RES
+from spin_fast.constants import FOCAL_LENGTH, IMG_RES, STAGE2_IGNORED_JOINTS
 from spin_fast.smplify.camera import estimate_camera_translation
 from spin_fast.smplify.fit import fitting_loss
 from spin_fast.smplify.fits import FitsStore, Selection, reaugment
@@ -47,6 +49,23 @@ SyncFits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (datase
 def _joints(body: Body, fit: torch.Tensor) -> torch.Tensor:
     """smpl_49 joints (B, 49, 3) of fits (B, 82) = [pose (72) | betas (10)], no translation."""
     return body.joints_only(fit[:, 72:], fit[:, 3:72], fit[:, :3], joint_set="smpl_49")
+
+
+def spin_trainer_keypoints(keypoints2d: torch.Tensor) -> torch.Tensor:
+    """The keypoints (B, 49, 3) as SPIN's training loop gives them to SMPLify: a new tensor with the
+    confidences of smpl_49 joints 1, 9, 12, 27, 28 (OpenPose neck and hips, GT hips) set to 0.
+
+    In SPIN (train/trainer.py), `get_fitting_loss` zeroes those confidences through a view of the
+    caller's gt_keypoints_2d_orig (smplify/smplify.py) and the same tensor then goes to SMPLify: its
+    stage 1 never sees a complete OpenPose torso and always fits the GT torso (27, 28, 33, 34), even
+    when all four OpenPose torso joints are visible. Stage 2 ignores those joints anyway. The input is
+    not modified."""
+    joint = torch.arange(keypoints2d.shape[1], device=keypoints2d.device)  # built on the device: no copy, no sync
+    ignored = torch.zeros_like(joint, dtype=torch.bool)
+    for j in STAGE2_IGNORED_JOINTS:
+        ignored = ignored | (joint == j)
+    conf = torch.where(ignored, torch.zeros_like(keypoints2d[..., 2]), keypoints2d[..., 2])
+    return torch.cat([keypoints2d[..., :2], conf[..., None]], -1)
 
 
 @torch.no_grad()
@@ -79,7 +98,8 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     # 3. SMPLify from the initial guess; 4. both fits in the fitter's own units
     if fitter is not None:
         stored_loss = fitter.joint_loss(stored[:, :72], stored[:, 72:], stored_cam, kp2d)
-        res = fitter(init_pose, init_betas, init_cam_t, kp2d)
+        fit_kp = spin_trainer_keypoints(kp2d) if getattr(fitter, "flavor", None) == "spin" else kp2d
+        res = fitter(init_pose, init_betas, init_cam_t, fit_kp)
         new_fit, new_cam, new_loss = torch.cat([res.pose, res.betas], 1), res.cam_t, res.joint_loss
     else:
         stored_loss = fitting_loss(stored_joints, stored_cam, kp2d, "spin", FOCAL_LENGTH, IMG_RES)
