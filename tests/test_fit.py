@@ -234,3 +234,27 @@ def test_bad_samples_get_the_mean_fit_and_leave_the_others_alone(data_root, tmp_
     assert bad.report["num_valid"] == clean.report["num_valid"] - 3
     print(f"\n{preset}: valid fraction {bad.report['valid_fraction']:.3f} with 3 broken samples "
           f"(clean {clean.report['valid_fraction']:.3f})")
+
+
+def test_init_checkpoint_starts_from_the_network(data_root, tmp_path):
+    """With 0 + 0 iterations the fits are the network's predictions on the test-time crops."""
+    from spin_fast.data import build_eval_loader
+    from spin_fast.geometry import rotmat_to_axis_angle
+    from spin_fast.model import HMR
+
+    paths = AssetPaths(data_root)
+    torch.manual_seed(0)
+    model = HMR("resnet18", mean_params=paths.mean_params).eval()
+    ckpt = tmp_path / "hmr.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    cfg = FitConfig("h36m", preset="mmhuman3d", stage1_iters=0, stage2_iters=0, batch_size=16, init="checkpoint",
+                    checkpoint=str(ckpt))
+    res = fit_dataset(Sources.from_registry(paths, ["h36m"]), paths, cfg, tmp_path / "fits.npy",
+                      loader_backend="reference", threads=1, progress=False)
+    preds = []
+    with torch.no_grad():
+        for batch in build_eval_loader(paths, "h36m", batch_size=8, backend="reference", threads=1):
+            out = model(batch["img"])
+            preds.append(torch.cat([rotmat_to_axis_angle(out.rotmat).reshape(-1, 72), out.betas], 1))
+    np.testing.assert_allclose(res.fits, torch.cat(preds).numpy(), atol=1e-4)
+    assert res.report["config"]["init"] == "checkpoint"
