@@ -39,10 +39,11 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labels(data_root):
-    """Every h36m sample through the training label pipeline at test time (the fitter's input)."""
+    """Every h36m sample through the training label pipeline at test time, in the spin preset's crop
+    (the fitter's input under its default preset)."""
     sources = Sources.from_registry(AssetPaths(data_root), ["h36m"])
     n = sources.sizes[0]
-    return assemble_labels(sources, make_plan(sources, 0, np.zeros(n, np.int64), np.arange(n), AugParams.identity(n)))
+    return assemble_labels(sources, make_plan(sources, 0, np.zeros(n, np.int64), np.arange(n), AugParams.identity(n), geometry="spin"))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,10 @@ def _cli(args, **kw):
                             start_new_session=True, **kw)
 
 
-def test_fits_reach_the_noise_floor_and_train(data_root, labels, body, tmp_path):
+def test_fits_reach_the_noise_floor_and_train(data_root, labels, body, tmp_path, preset="spin"):
+    """Numbers on the stand-in against the GT's own error (SPIN's pixel-space SMPLify, the default);
+    then the trainer trains from the written file."""
+    data_root = shutil.copytree(data_root, tmp_path / "data")
     paths = AssetPaths(data_root)
     kp = labels["keypoints2d"]
     gt = torch.cat([labels["pose"], labels["betas"]], 1)
@@ -92,11 +96,12 @@ def test_fits_reach_the_noise_floor_and_train(data_root, labels, body, tmp_path)
     # --init static through the CLI, default --out under the data root (exists: refused without --overwrite)
     out = paths.static_fits("h36m")
     static_before = np.load(out)
-    cfg = FitConfig("h36m", init="static", batch_size=16)
+    cfg = FitConfig("h36m", preset=preset, init="static", batch_size=16)
     with pytest.raises(FileExistsError, match="--overwrite"):
         fit_dataset(Sources.from_registry(paths, ["h36m"]), paths, cfg, out, progress=False)
     assert np.array_equal(np.load(out), static_before)
-    p = _cli(["--data-root", data_root, "--dataset", "h36m", "--init", "static", "--batch-size", 16, "--overwrite"])
+    p = _cli(["--data-root", data_root, "--dataset", "h36m", "--init", "static", "--batch-size", 16, "--overwrite",
+              "--preset", preset])
     stdout, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     print(stdout.strip())
@@ -104,7 +109,7 @@ def test_fits_reach_the_noise_floor_and_train(data_root, labels, body, tmp_path)
     assert fits_static.shape == (32, 82) and fits_static.dtype == np.float32
     report = json.loads(out.with_suffix(".report.json").read_text())
     static_px = np.asarray(report["per_sample"]["reprojection_px"])
-    print(f"--init static: {static_px.mean():.2f} px fitted vs {gt_px.mean():.2f} px GT "
+    print(f"{preset} --init static: {static_px.mean():.2f} px fitted vs {gt_px.mean():.2f} px GT "
           f"(static start {_visible_px(body, static_before, kp).mean():.2f} px); valid {report['valid_fraction']:.2f}")
     assert static_px.mean() <= 1.5 * gt_px.mean()
     assert report["valid_fraction"] == 1.0 and report["num_samples"] == 32 and report["fits_per_s"] > 0
@@ -112,12 +117,12 @@ def test_fits_reach_the_noise_floor_and_train(data_root, labels, body, tmp_path)
     np.testing.assert_allclose(report["has_smpl"]["pa_mpjpe"], _pa_mpjpe(body, fits_static, gt).mean(), rtol=1e-3)
 
     # --init mean (library call): the fit moves far from the mean pose towards the keypoints and the GT
-    res = fit_dataset(Sources.from_registry(paths, ["h36m"]), paths, FitConfig("h36m", init="mean", batch_size=32),
+    res = fit_dataset(Sources.from_registry(paths, ["h36m"]), paths, FitConfig("h36m", preset=preset, init="mean", batch_size=32),
                       tmp_path / "mean_fits.npy", progress=False)
     mean_rows = mean_fit(paths.mean_params).expand(32, -1).numpy()
     mean_px, fit_px = _visible_px(body, mean_rows, kp).mean(), np.mean(res.report["per_sample"]["reprojection_px"])
     mean_pa, fit_pa = _pa_mpjpe(body, mean_rows, gt).mean(), _pa_mpjpe(body, res.fits, gt).mean()
-    print(f"--init mean: {fit_px:.2f} px fitted vs {mean_px:.2f} px mean pose; "
+    print(f"{preset} --init mean: {fit_px:.2f} px fitted vs {mean_px:.2f} px mean pose; "
           f"PA-MPJPE {fit_pa:.1f} mm fitted vs {mean_pa:.1f} mm mean pose")
     assert fit_px < 0.5 * mean_px
     assert fit_pa < 0.75 * mean_pa

@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dataset", required=True, help="dataset of the registry (h36m, coco, ...)")
     ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
     ap.add_argument("--out", help="fits file (default: <data root>/static_fits/<name>_fits.npy)")
-    ap.add_argument("--preset", default="spin", choices=("spin", "mmhuman3d"), help="SMPLify flavor")
-    ap.add_argument("--stage1-iters", type=int, help="default: the preset's (spin 100, mmhuman3d 50)")
-    ap.add_argument("--stage2-iters", type=int, help="default: the preset's (spin 100, mmhuman3d 50)")
+    ap.add_argument("--preset", default="spin", choices=("spin", "mmhuman3d"),
+                    help="SMPLify flavor, iterations and crop geometry of that training preset (default spin)")
+    ap.add_argument("--stage1-iters", type=int, help="default: the preset's (mmhuman3d 50, spin 100)")
+    ap.add_argument("--stage2-iters", type=int, help="default: the preset's (mmhuman3d 50, spin 100)")
     ap.add_argument("--batch-size", type=int, default=64, help="samples a batch; fixes the result with the rest")
     ap.add_argument("--init", default="mean", choices=("mean", "static", "checkpoint"),
                     help="start from the mean parameters, the existing static fits, or an HMR checkpoint")

@@ -10,7 +10,8 @@ every fit lives in the dataset's own frame, the one the trainer's fits store kee
                  weak-perspective camera) on the test-time crop
     2. camera:   for mean / static starts, weighted least squares on the GT joints (all 49 where that
                  system is singular), as the trainer does for a stored fit
-    3. SMPLify:  the trainer's `spin_fast.smplify.SMPLify` (flavor 'spin' or 'mmhuman3d')
+    3. SMPLify:  the trainer's `spin_fast.smplify.SMPLify` (flavor 'mmhuman3d' or 'spin'), given the
+                 keypoints as the trainer gives them (`smplify.in_loop.spin_trainer_keypoints`)
     4. result:   fits SMPLify could not run (non-finite input, no visible keypoint) become the mean
                  parameters; valid = SMPLify ran and the mean joint loss < FIT_VALID_THRESHOLD
 
@@ -48,7 +49,7 @@ class FitConfig:
     """What determines the fits (anything else, device or process count, does not)."""
 
     dataset: str
-    preset: str = "spin"                # SMPLify flavor: spin | mmhuman3d
+    preset: str = "spin"                # SMPLify flavor and crop geometry: spin | mmhuman3d (see the README)
     stage1_iters: int | None = None     # None: the flavor's default (100 / 50)
     stage2_iters: int | None = None
     batch_size: int = 64
@@ -128,10 +129,13 @@ def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam:
     init_cam or the least-squares one); per sample the fit of lowest SMPLify objective wins. Returns
     the per-sample columns of `_COLUMNS` on the CPU."""
     from spin_fast.metrics import pw3d_metrics
+    from spin_fast.smplify.in_loop import spin_trainer_keypoints
 
     dev = body.v_template.device
     kp2d = labels["keypoints2d"].to(dev).float()
     B = kp2d.shape[0]
+    # the keypoints as the trainer hands them to SMPLify (spin: joints 1, 9, 12, 27, 28 at confidence 0)
+    fit_kp = spin_trainer_keypoints(kp2d) if smplify.flavor == "spin" else kp2d
     with torch.no_grad():
         res = None
         for init_fit in starts:
@@ -140,7 +144,7 @@ def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam:
             if cam0 is None:
                 safe = torch.where(torch.isfinite(init_fit).all(-1, keepdim=True), init_fit, fallback.to(dev))
                 cam0 = initial_camera(body, safe, torch.nan_to_num(kp2d, nan=0.0))
-            r = smplify(init_fit[:, :72], init_fit[:, 72:], cam0.to(dev).float(), kp2d)
+            r = smplify(init_fit[:, :72], init_fit[:, 72:], cam0.to(dev).float(), fit_kp)
             if res is None:
                 res = r
             else:  # strictly lower objective wins: ties and all-invalid samples keep the first start
