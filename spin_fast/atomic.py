@@ -28,10 +28,15 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _file_mode() -> int:
-    """0666 minus the umask: what open() would create (the umask can only be read by setting it)."""
-    with _UMASK_LOCK:
-        umask = os.umask(0o022)
-        os.umask(umask)
+    """0666 minus the umask: what open() would create. Linux shows the umask in /proc; elsewhere it
+    can only be read by setting it (briefly, under a lock)."""
+    try:
+        with open("/proc/self/status") as fh:
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        with _UMASK_LOCK:
+            umask = os.umask(0o022)
+            os.umask(umask)
     return 0o666 & ~umask
 
 

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"\nspin_fast.train: error: {e.strerror}", file=sys.stderr)
+        named = str(e.strerror).startswith("no space left on device while writing")
+        print(f"\nspin_fast.train: error: {e.strerror if named else f'no space left on device ({e})'}", file=sys.stderr)
         return 1
     if result and len(result) > 1:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))
