@@ -35,9 +35,9 @@ def dataset(synthetic_assets):
     betas = np.clip(rng.normal(0, 0.8, (N, 10)), -2.5, 2.5)
     body = BodyModel.from_paths(paths)
     with torch.no_grad():
-        joints = body.joints_only(torch.tensor(betas, dtype=torch.float32), torch.tensor(pose[:, 3:], dtype=torch.float32),
-                                  torch.tensor(pose[:, :3], dtype=torch.float32), joint_set="smpl_49")
-        cam = torch.tensor(np.c_[rng.normal(0, 0.1, (N, 2)), rng.uniform(40, 60, N)], dtype=torch.float32)
+        t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        joints = body.joints_only(t(betas), t(pose[:, 3:]), t(pose[:, :3]), joint_set="smpl_49")
+        cam = t(np.c_[rng.normal(0, 0.1, (N, 2)), rng.uniform(40, 60, N)])
         uv = perspective_projection(joints, cam).double().numpy() + rng.normal(0, 2, (N, 49, 2))
     kp = np.concatenate([uv, (rng.uniform(size=(N, 49, 1)) > 0.1)], -1)
     spec = get_dataset("h36m")

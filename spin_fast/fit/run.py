@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from spin_fast.atomic import atomic_torch_save, atomic_write_json
 from spin_fast.constants import FIT_VALID_THRESHOLD, NUM_BETAS
@@ -109,10 +110,10 @@ def reprojection_px(body, fits: torch.Tensor, cam_t: torch.Tensor, kp2d: torch.T
     from spin_fast.geometry import perspective_projection
 
     joints = body.joints_only(fits[:, 72:], fits[:, 3:72], fits[:, :3], joint_set="smpl_49")
-    dist = (perspective_projection(joints, cam_t) - kp2d[..., :2]).norm(dim=-1)
+    err = (perspective_projection(joints, cam_t) - kp2d[..., :2]).norm(dim=-1)
     vis = torch.isfinite(kp2d).all(-1) & (kp2d[..., 2] > 0)
-    dist = torch.where(vis, dist, torch.zeros_like(dist))
-    return dist.sum(-1) / vis.sum(-1)  # 0 / 0 = NaN: nothing to measure
+    err = torch.where(vis, err, torch.zeros_like(err))
+    return err.sum(-1) / vis.sum(-1)  # 0 / 0 = NaN: nothing to measure
 
 
 def turned_around(fits: torch.Tensor) -> torch.Tensor:
@@ -221,8 +222,6 @@ class SavedProgress:
 
 # --- the whole dataset -------------------------------------------------------------------------------------
 def _all_reduce_sum(arr: np.ndarray, device) -> np.ndarray:
-    import torch.distributed as dist
-
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     dist.all_reduce(t)
     return t.cpu().numpy()
@@ -256,25 +255,23 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     batches = batch_indices(n, cfg.batch_size)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not resume and progress_dir.is_dir() and not overwrite:  # every rank refuses alike: none waits
+        raise FileExistsError(f"{progress_dir} holds the progress of an earlier run; pass --resume to "
+                              "continue it or --overwrite to start over")
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every rank has checked the output before rank 0 may touch progress files
+        dist.barrier()  # every rank has checked the files before rank 0 may remove old progress
     if rank == 0 and not resume and progress_dir.is_dir():
-        if not overwrite:
-            raise FileExistsError(f"{progress_dir} holds the progress of an earlier run; pass --resume to "
-                                  "continue it or --overwrite to start over")
         shutil.rmtree(progress_dir)
     run_id = f"{time.time_ns()}"
     if world > 1:
-        import torch.distributed as dist
-
         ids = [None] * world
         dist.all_gather_object(ids, run_id)
         run_id = ids[0]
         dist.barrier()
     state = SavedProgress(progress_dir, config, n, len(batches), run_id, rank)
     resumed = state.load(take=rank == 0) if resume else 0
+    if world > 1:
+        dist.barrier()  # every rank has read the saved progress before any writes more
     todo = [b for b in range(len(batches)) if not state.done[b]]
     mine = todo[rank::world]
 
@@ -309,8 +306,8 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     # 2. the batches
     from spin_fast.progress import Progress
 
-    bar = Progress(n, f"fit {cfg.dataset}", unit="fit", initial=int(sum(len(batches[b]) for b in np.nonzero(state.done)[0])),
-                   enabled=progress and rank == 0)
+    done_before = int(sum(len(batches[b]) for b in np.nonzero(state.done)[0]))
+    bar = Progress(n, f"fit {cfg.dataset}", unit="fit", initial=done_before, enabled=progress and rank == 0)
     since_save = 0
     try:
         for step, b in enumerate(mine):
@@ -348,8 +345,6 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     cols = state.cols
     fit_seconds = state.seconds
     if world > 1:
-        import torch.distributed as dist
-
         comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
         rows = np.repeat(state.mine, cfg.batch_size)[:n]
         # each row is owned by exactly one rank and is 0 elsewhere (NaN + 0 stays NaN): the sum gathers
@@ -366,8 +361,6 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     atomic_write_json(report, report_path)
     shutil.rmtree(progress_dir, ignore_errors=True)
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
     return FitResult(fits, report, resumed)
 
@@ -390,7 +383,7 @@ def build_report(cfg: FitConfig, cols: dict, n: int, seconds: float, resumed_bat
         "dataset": cfg.dataset, "output": str(out), "num_samples": n, "config": asdict(cfg),
         "device": str(device), "processes": world,
         "valid_threshold": FIT_VALID_THRESHOLD, "num_valid": int(valid.sum()), "valid_fraction": float(valid.mean()),
-        "mean_reprojection_loss": float(np.nanmean(np.where(np.isfinite(loss), loss, np.nan))) if np.isfinite(loss).any() else None,
+        "mean_reprojection_loss": float(loss[np.isfinite(loss)].mean()) if np.isfinite(loss).any() else None,
         "mean_reprojection_px": float(np.nanmean(px)) if np.isfinite(px).any() else None,
         "fits_per_s": fitted / seconds if seconds > 0 and fitted > 0 else None, "fit_seconds": seconds,
         "units": {"reprojection_loss": "the SMPLify flavor's fitting loss, mean over the 49 joints",
