@@ -91,6 +91,22 @@ def test_eval_and_train_loaders_refuse(tmp_path):
     assert not marker.exists()
 
 
+def test_train_cli_refuses_a_crafted_dataset(synthetic_assets, tmp_path, capsys):
+    import shutil
+
+    from spin_fast.train.__main__ import main
+
+    marker = tmp_path / "ran"
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_assets.root, root)
+    crafted_humandata(AssetPaths(root).preprocessed("h36m_mosh_train"), marker, "image_path")
+    rc = main(["--data-root", str(root), "--work-dir", str(tmp_path / "w"), "--data.mix", "{h36m: 1.0}",
+               "--backbone", "resnet18", "--max-steps", "1", "--data.loader", "reference", "--data.threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not marker.exists()
+    assert "h36m_mosh_train.npz: key 'image_path': refusing to load global 'io.open'" in err, err
+
+
 def test_crafted_mean_params_are_refused(tmp_path):
     from spin_fast.body.io import AssetError, load_mean_params
 

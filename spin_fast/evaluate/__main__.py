@@ -109,4 +109,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from spin_fast.data import HumanDataError
+
+    try:
+        main()
+    except HumanDataError as e:  # a data file's problem, named: no traceback
+        raise SystemExit(f"spin_fast.evaluate: error: {e}") from None

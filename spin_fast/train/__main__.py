@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"spin_fast.train: config error: {e}", file=sys.stderr)
         return 2
-    from spin_fast.data import BackendUnavailable
+    from spin_fast.data import BackendUnavailable, HumanDataError, ImageError
     from spin_fast.train.checkpoint import CheckpointLoadError
     from spin_fast.train.loop import train
     from spin_fast.train.run_dir import RunDirError, fresh_work_dir
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     except BackendUnavailable as e:
         print(f"spin_fast.train: {e}", file=sys.stderr)
         return 2
-    except (RunDirError, CheckpointLoadError, FloatingPointError) as e:
+    except (RunDirError, CheckpointLoadError, FloatingPointError, HumanDataError, ImageError) as e:
         print(f"\nspin_fast.train: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
