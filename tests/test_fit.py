@@ -275,3 +275,16 @@ def test_init_checkpoint_starts_from_the_network(data_root, tmp_path):
             preds.append(torch.cat([rotmat_to_axis_angle(out.rotmat).reshape(-1, 72), out.betas], 1))
     np.testing.assert_allclose(res.fits, torch.cat(preds).numpy(), atol=1e-4)
     assert res.report["config"]["init"] == "checkpoint"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "h36m", "--init", "checkpoint"], "needs a checkpoint"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--dataset", "h36m", "--batch-size", "0"], "batch size must be >= 1"),
+    (["--dataset", "h36m", "--init", "checkpoint", "--checkpoint", "/nonexistent.pth"], "does not exist"),
+])
+def test_bad_arguments_are_named(args, message, capsys):
+    from spin_fast.fit.__main__ import main
+
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
