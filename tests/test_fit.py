@@ -288,3 +288,16 @@ def test_bad_arguments_are_named(args, message, capsys):
 
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_malformed_dataset_file_is_named(data_root, tmp_path, capsys):
+    from spin_fast.fit.__main__ import main
+
+    root = shutil.copytree(data_root, tmp_path / "data", ignore=shutil.ignore_patterns("datasets"))
+    npz = AssetPaths(root).preprocessed("h36m_mosh_train")
+    arrays = dict(np.load(npz, allow_pickle=True))
+    arrays["bbox_xywh"] = arrays["bbox_xywh"][:5]
+    np.savez(npz, **arrays)
+    assert main(["--data-root", str(root), "--dataset", "h36m", "--out", str(tmp_path / "f.npy")]) == 2
+    err = capsys.readouterr().err
+    assert str(npz) in err and "bbox_xywh" in err

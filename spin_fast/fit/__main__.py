@@ -83,14 +83,14 @@ def main(argv=None) -> int:
     else:
         print(f"spin_fast.fit: dataset {args.dataset} has no static fits file name; give --out", file=sys.stderr)
         return 2
-    sources = Sources.from_registry(paths, [args.dataset])
     try:
+        sources = Sources.from_registry(paths, [args.dataset])
         result = fit_dataset(sources, paths, cfg, out, device=device, resume=args.resume, overwrite=args.overwrite,
                              save_every=args.save_every, rank=rank, world=world, loader_backend=args.loader,
                              threads=args.threads, trust_checkpoint=args.trust_checkpoint,
                              progress=not args.no_progress)
-    except (FileExistsError, ValueError) as e:
-        print(f"spin_fast.fit: {e}", file=sys.stderr)
+    except (FileExistsError, ValueError) as e:  # HumanDataError is one: the file, key and sample named
+        print(f"spin_fast.fit: error: {e}", file=sys.stderr)
         return 2
     if result is not None:
         r = result.report
