@@ -38,3 +38,28 @@ def synthetic_assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic") / "data"
     write_assets(root, seed=0)
     return AssetPaths(root)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(synthetic_assets, tmp_path_factory):
+    """synthetic_data(per_dataset=None, names=all) -> AssetPaths of a data root holding the session's
+    stand-in body model files (linked) and the synthetic datasets rendered from them: per_dataset
+    samples a dataset (None: the default size, as `ensure_synthetic_dataset(root, scale=1)` writes
+    it). Each distinct content is rendered once a session and shared: treat it as read-only."""
+    from spin_fast.config import AssetPaths
+    from spin_fast.data.datasets import TEST_DATASETS, TRAIN_DATASETS
+    from spin_fast.data.synth import write_synthetic_datasets
+
+    built = {}
+
+    def build(per_dataset: int | None = None, names=TRAIN_DATASETS + TEST_DATASETS) -> AssetPaths:
+        key = (per_dataset, tuple(names))
+        if key not in built:
+            root = tmp_path_factory.mktemp("synthetic_data") / "data"
+            root.mkdir()
+            for name in ("body_models", synthetic_assets.gmm.name):
+                (root / name).symlink_to(synthetic_assets.root / name)
+            built[key] = write_synthetic_datasets(root, per_dataset=per_dataset, names=tuple(names))
+        return built[key]
+
+    return build

@@ -19,9 +19,8 @@ from spin_fast.render import project, rasterize, render_mesh
 
 
 @pytest.fixture(scope="module")
-def synth_root(synthetic_assets, tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "data"
-    return write_synthetic_datasets(root, assets=synthetic_assets.root, per_dataset=4)
+def synth_root(synthetic_data):
+    return synthetic_data(per_dataset=4)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """3DPW evaluation: the core over hand-built batches (perfect -> 0 mm, gender routing, a rotated
 prediction against numpy, batching), predictors, and the CLI on a tiny synthetic 3DPW split."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -155,13 +154,8 @@ def test_write_json_atomic(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def pw3d_root(synthetic_assets, tmp_path_factory):
-    from spin_fast.data.synth import write_synthetic_datasets
-
-    root = tmp_path_factory.mktemp("pw3d") / "data"
-    shutil.copytree(synthetic_assets.root, root)
-    write_synthetic_datasets(root, names=("pw3d",), per_dataset=3)
-    return root
+def pw3d_root(synthetic_data):
+    return synthetic_data(per_dataset=3).root
 
 
 def test_cli_on_synthetic_pw3d(pw3d_root, tmp_path, capsys):

@@ -101,14 +101,12 @@ def test_help_without_preset_is_the_default_one(capsys):
     assert "--smplify.flavor V default: 'mmhuman3d'" in text and "--preset V default: 'mmhuman3d'" in text
 
 
-def test_spin_mix_follows_the_dataset_sizes(synthetic_assets, tmp_path_factory):
+def test_spin_mix_follows_the_dataset_sizes(synthetic_data):
     """The spin mix preset is computed when the datasets are opened: h36m 0.3, mpi_inf_3dhp 0.1, the
     four in-the-wild sets 0.6 in proportion to their sizes (SPIN's MixedDataset)."""
     from spin_fast.data import build_train_loader
-    from spin_fast.data.synth import write_synthetic_datasets
 
-    root = write_synthetic_datasets(tmp_path_factory.mktemp("mix") / "data", assets=synthetic_assets.root,
-                                    per_dataset=3)
+    root = synthetic_data(per_dataset=3)
     ld = build_train_loader(root, "spin", batch_size=4, backend="reference", threads=0, geometry="spin")
     sizes = dict(zip(ld.dataset_names, ld.dataset_sizes))
     wild = sum(sizes[n] for n in ("lsp", "lspet", "mpii", "coco"))

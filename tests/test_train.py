@@ -16,15 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Synthetic assets + rendered datasets (mmhuman3d layout), shared by this module."""
-    from spin_fast.assets import write_assets
-    from spin_fast.data.synth import ensure_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("train") / "data"
-    write_assets(root, seed=0)
-    ensure_synthetic_dataset(root, scale=1, announce=False)
-    return root
+def data_root(synthetic_data):
+    """Synthetic assets + rendered datasets (mmhuman3d layout, the default size), shared by the session."""
+    return synthetic_data().root
 
 
 def small_config(data_root, work_dir, **extra):

@@ -1,13 +1,6 @@
-"""SMPL ops, forward + backward: torch reference vs our Triton kernel (and smplx's whole model).
-
-Groups `<op>-B{64,1024}` for op in rodrigues, kinematic_chain, rodrigues_chain (the two fused),
-skinning, joints_only. Rows:
-`torch` (the op's reference in spin_fast_kernels, on the session device), `triton` (ours; CUDA
-only, skipped on CPU) and, for skinning and joints_only, `smplx` (smplx.SMPL's full
-forward+backward from (betas, body_pose, global_orient) to the vertices / the 45 joints: what the
-fused ops replace). Each step is forward, a fixed random upstream gradient, backward to every
-differentiable input, and a device sync. Model: the synthetic SMPL stand-in (6890 vertices).
-"""
+"""What the SMPL-op benchmarks (benches/test_bench_<op>.py) share: the model, each op's inputs on the
+synthetic SMPL stand-in (6890 vertices), and one timed step = forward, a fixed random upstream
+gradient, backward to every differentiable input, and a device sync."""
 import pytest
 import smplx
 import torch
@@ -21,7 +14,7 @@ from spin_fast_kernels.kinematic_chain import rodrigues_chain_torch
 from spin_fast_kernels.kinematic_chain.reference import kinematic_chain_torch, rodrigues_torch
 from spin_fast_kernels.skinning.reference import skinning_torch
 
-from conftest import requires_cuda
+from conftest import requires_cuda  # benches/conftest.py (benches/ is on sys.path: no __init__.py)
 
 BATCHES = [64, 1024]
 JOINT_SET = "smpl_45"  # smplx.SMPL's own 45 joints: the same work on both sides
@@ -106,14 +99,14 @@ def _smplx_step(smpl, op, B, device):
     return step
 
 
-CASES = [(op, impl) for op in ("rodrigues", "kinematic_chain", "rodrigues_chain") for impl in ("torch", "triton")] + [
-    (op, impl) for op in ("skinning", "joints_only") for impl in ("smplx", "torch", "triton")]
+def cases(ops, impls):
+    """pytest params (op, impl) with ids `<op>-<impl>`; Triton rows need CUDA."""
+    return [pytest.param(o, i, marks=[requires_cuda] if i == "triton" else [], id=f"{o}-{i}")
+            for o in ops for i in impls]
 
 
-@pytest.mark.parametrize("B", BATCHES)
-@pytest.mark.parametrize("op,impl", [pytest.param(o, i, marks=[requires_cuda] if i == "triton" else [],
-                                                  id=f"{o}-{i}") for o, i in CASES])
-def test_smpl_op(benchmark, smpl, body, device, op, impl, B):
+def bench_smpl_op(benchmark, smpl, body, device, op, impl, B):
+    """Group `<op>-B<B>`: one row per impl (torch reference, triton, smplx's whole model)."""
     if impl == "triton":
         device = torch.device("cuda")
     if impl == "smplx":
