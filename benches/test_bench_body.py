@@ -1,7 +1,7 @@
 """Body model: smplx.SMPL forward(+backward) vs our full forward and joints-only forward+backward.
 
 Groups `body-B{64,512}`: rows `smplx_fwd`, `smplx_fwd_bwd`, `ours_full_fwd`, `ours_full_fwd_bwd`,
-`ours_joints_only_fwd_bwd`. The issue's target: joints-only fwd+bwd >= 10x smplx fwd+bwd on CPU.
+`ours_joints_only_fwd_bwd`. The target: joints-only fwd+bwd >= 10x smplx fwd+bwd on CPU.
 The backward is through (betas, body_pose, global_orient), as SMPLify needs.
 """
 import pytest

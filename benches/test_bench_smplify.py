@@ -3,7 +3,7 @@
 Group `smplify-B64`: rows `smplx_reference` (spin_fast.smplify.reference: smplx.SMPL full mesh every
 iteration, plain torch losses, torch.optim.Adam) and `fast` (spin_fast.smplify.SMPLify: stage-1 root
 turn, joints_only, the public loss ops, flat masked Adam; a CUDA graph per stage on CUDA), plus on
-CUDA `fast_eager` (the same without CUDA graphs). Same synthetic batch, same start. The issue's
+CUDA `fast_eager` (the same without CUDA graphs). Same synthetic batch, same start. The
 target: fast >= 10x the reference on CPU.
 
 The reference takes minutes on CPU, so each row is one round of one fit (after one warm-up fit for

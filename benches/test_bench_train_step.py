@@ -13,7 +13,7 @@ Everything else is the same in both rows: the step function, HMR with the same i
 network settings the training loop uses on the device (channels_last; bf16 autocast on CUDA only),
 Adam lr 3e-5, a fresh fits store from the static fits, 2 loader threads, the same batches.
 
-Setting: the issue's is batch 64, ResNet-50, SMPLify 100 + 100. On CUDA, or with
+Setting: the target one is batch 64, ResNet-50, SMPLify 100 + 100. On CUDA, or with
 SPIN_FAST_BENCH_FULL=1, that is what runs; on CPU the default is batch 16 (a reference step takes
 tens of seconds there), so the file finishes in a few minutes. The setting is in the test id, the
 group and extra_info. Each row: one warm-up step (loader workers / DALI pipeline start, CUDA graph
@@ -43,7 +43,8 @@ from spin_fast.config import AssetPaths
 from spin_fast.data import build_train_loader
 from spin_fast.model import HMR
 from spin_fast.smplify import FitsStore, SMPLify
-from spin_fast.train.config import MMHUMAN3D_MIX, LossConfig, ModelConfig
+from spin_fast.constants import MMHUMAN3D_MIX
+from spin_fast.train.config import LossConfig, ModelConfig
 from spin_fast.train.step import StepContext, train_step
 
 FULL = HAS_CUDA or os.environ.get("SPIN_FAST_BENCH_FULL") == "1"

@@ -88,12 +88,17 @@ def synthetic_root() -> Path:
     return cache_dir() / "synthetic" / "data"
 
 
+def env_data_root() -> str | None:
+    """$SPIN_FAST_DATA_ROOT, None when unset or empty."""
+    return os.environ.get(ENV_DATA_ROOT) or None
+
+
 def configured_data_root(data_root: str | os.PathLike | None = None) -> AssetPaths | None:
     """The asset paths of `data_root`, else of $SPIN_FAST_DATA_ROOT, checked; None when neither is set
     (then the synthetic stand-in is used: `spin_fast.assets.resolve_data_root`).
 
     A root may be the mmhuman3d `data/` folder itself or its parent."""
-    root = data_root if data_root is not None else os.environ.get(ENV_DATA_ROOT) or None
+    root = data_root if data_root is not None else env_data_root()
     if root is None:
         return None
     root = Path(root).expanduser()

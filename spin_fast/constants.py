@@ -1,4 +1,5 @@
-"""SPIN facts as tables (source: ../shared/SPEC.md). Every joint index in the project comes from here."""
+"""SPIN facts as tables (docs/spin.md and the upstream files it cites). Every joint index in the project
+comes from here."""
 
 # --- SMPL -----------------------------------------------------------------------------------------
 NUM_VERTICES = 6890
@@ -45,6 +46,10 @@ SPIN_49_NAMES = [
     "Nose", "Left Eye", "Right Eye", "Left Ear", "Right Ear",
 ]
 NUM_SPIN_JOINTS = 49
+NUM_OPENPOSE_JOINTS = 25  # the first 25 of the 49; the 24 ground-truth ones follow
+SPIN_GT_JOINTS = tuple(range(NUM_OPENPOSE_JOINTS, NUM_SPIN_JOINTS))
+GT_RIGHT_HIP, GT_LEFT_HIP = 27, 28  # "Right Hip", "Left Hip" of the 49 (25 + 2, 25 + 3)
+GT_PELVIS_MPII = 39  # "Pelvis (MPII)" of the 49
 SPIN_49_FLIP = [0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17, 22, 23, 24, 19, 20, 21] + [
     25 + i for i in [5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23, 22]
 ]
@@ -89,3 +94,14 @@ STAGE2_IGNORED_JOINTS = [1, 9, 12, 27, 28]
 FIT_VALID_THRESHOLD = 100.0  # mean reprojection loss over 49 joints; SPIN and mmhuman3d both hard-code 100, in
 # whatever units their fitting loss has (pixels for SPIN, normalised coordinates for mmhuman3d's variant)
 BETA_RESET_THRESHOLD = 3.0
+
+# --- Datasets ---------------------------------------------------------------------------------------
+# Each training batch's share of every training set: mmhuman3d's fixed ratios; SPIN fixes h36m and
+# mpi_inf_3dhp and splits the rest over the in-the-wild sets by their sizes (`data.datasets.mix_ratios`).
+MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
+SPIN_MIX_FIXED = {"h36m": 0.3, "mpi_inf_3dhp": 0.1}
+SPIN_MIX_IN_THE_WILD = ("lsp", "lspet", "mpii", "coco")
+SPIN_MIX_IN_THE_WILD_SHARE = 0.6
+# Gender: the spellings HumanData files use -> one code, and each code's id in a batch (`gender` (B,)).
+GENDER_CODES = {"m": "m", "male": "m", "f": "f", "female": "f", "n": "n", "neutral": "n", "": "n"}
+GENDER_IDS = {"m": 0, "f": 1, "n": -1}

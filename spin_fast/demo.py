@@ -57,17 +57,16 @@ def read_bboxes(path: str | os.PathLike, image_names: list[str]) -> dict[str, np
 
 def crop_person(image: np.ndarray, bbox_xywh: np.ndarray):
     """(H, W, 3) uint8 and [x, y, w, h] -> (normalised crop (3, 224, 224) float32, centre (2,), side)."""
-    from spin_fast.data.augment import AugParams, crop_matrix, invert_affine, noise_and_normalize, to_half_pixel
+    from spin_fast.data.augment import AugParams, crop_matrix, noise_and_normalize
+    from spin_fast.data.reference_loader import warp_image
     from PIL import Image
 
     x, y, w, h = bbox_xywh
     center = np.array([x + w / 2, y + h / 2])
     side = float(max(w, h))
     M = crop_matrix(center[None], np.array([side]), AugParams.identity(1))
-    inv = to_half_pixel(invert_affine(M))[0]
-    crop = Image.fromarray(image).transform((IMG_RES, IMG_RES), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
-                                            resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
-    return noise_and_normalize(np.asarray(crop), np.ones(3, np.float32)), center, side
+    crop = warp_image(Image.fromarray(image), M[0], IMG_RES)
+    return noise_and_normalize(crop, np.ones(3, np.float32)), center, side
 
 
 def image_camera(center, side: float) -> tuple[float, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Issue 7: a model trained for a few hundred steps on the synthetic stand-in scores a better PA-MPJPE on
+"""A model trained for a few hundred steps on the synthetic stand-in scores a better PA-MPJPE on
 the synthetic 3DPW-format split than the mean-pose prediction, through the user-facing commands.
 
 Measured 2026-11-28 (2 CPU cores): trained 147.38 mm vs mean pose 160.36 mm PA-MPJPE, ~7 minutes. The

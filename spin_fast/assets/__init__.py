@@ -1,7 +1,7 @@
 """The synthetic SMPL stand-in: every licensed asset file, in exactly the real formats.
 
-`write_assets(root, seed)` writes, deterministically and in a few seconds, the mmhuman3d layout
-(SPEC.md "Assets") under `root`:
+`write_assets(root, seed)` writes, deterministically (about 5 s of CPU time), the mmhuman3d layout
+(docs/spin.md "Assets") under `root`:
 
     body_models/smpl/SMPL_{NEUTRAL,MALE,FEMALE}.pkl   chumpy-format Python pickle (protocol 2):
                                                       Ch arrays, J_regressor as scipy.sparse.csc

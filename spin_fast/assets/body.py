@@ -1,6 +1,6 @@
 """A synthetic person with SMPL topology: 6890 vertices, 13776 faces, SMPL's kinematic tree.
 
-How it is made (deterministic, seconds):
+How it is made (deterministic; most of `write_assets`' ~5 s of CPU time):
   1. A rest-pose (T-pose, metres, y up, facing +z, the subject's left at +x) signed distance field: a
      smooth union of ellipsoids and round cones (torso, pelvis, neck, head, nose, ears, limbs, flat
      hands, feet). Legs and arms never touch, so the surface is one closed genus-0 sheet.
@@ -72,7 +72,7 @@ LANDMARK_TARGETS = {
     **{"r" + k[1:]: _mirror(_L[k]) for k in ("lthumb", "lindex", "lmiddle", "lring", "lpinky")},
 }
 
-# Extra regressor targets (SPEC order: right_hip, left_hip, neck, headtop, pelvis, thorax, spine, jaw, head).
+# Extra regressor targets (docs/spin.md order: right_hip, left_hip, neck, headtop, pelvis, thorax, spine, jaw, head).
 EXTRA_TARGETS = np.array([
     [-0.09, -0.33, 0.01], [0.09, -0.33, 0.01], [0.0, 0.29, -0.01], [0.0, 0.555, 0.03], [0.0, -0.28, 0.02],
     [0.0, 0.22, 0.0], [0.0, 0.05, 0.02], [0.0, 0.37, 0.09], [0.0, 0.44, 0.04],

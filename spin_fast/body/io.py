@@ -9,7 +9,7 @@ refuses every other global (it extends `spin_fast.safe_pickle.DataUnpickler`, th
 data file), so a pickle that tries to run code fails with `AssetError`; object arrays in `.npz` files
 go through the same restricted reader.
 
-Files (SPEC.md "Assets"): SMPL_{NEUTRAL,MALE,FEMALE}.pkl (or .npz / plain .pkl),
+Files (docs/spin.md "Assets"): SMPL_{NEUTRAL,MALE,FEMALE}.pkl (or .npz / plain .pkl),
 J_regressor_extra.npy (9, 6890), J_regressor_h36m.npy (17, 6890), smpl_mean_params.npz
 (pose (144,), shape (10,), cam (3,)), gmm_08.pkl (means (8, 69), covars (8, 69, 69), weights (8,)).
 """

@@ -1,6 +1,6 @@
 """The SMPL body model: full mesh forward and a joints-only forward that never builds the mesh.
 
-Math (smplx.lbs, SPEC.md "SMPL forward"):
+Math (smplx.lbs, docs/spin.md "SMPL forward"):
     1. rest joints   J = J_template + J_shapedirs . betas         (folded: J_regressor . v_shaped)
     2. rotations     R = rodrigues(pose)                           (B, 24, 3, 3)
     3. pose feature  (R[1:] - I).flatten()                         (B, 207)

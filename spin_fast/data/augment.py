@@ -1,4 +1,4 @@
-"""Training augmentation (SPEC.md "Augmentation"): parameters, the crop affine, and the labels.
+"""Training augmentation (docs/spin.md "Augmentation"): parameters, the crop affine, and the labels.
 
 Every loader (DALI, torchvision, the reference) takes the same `AugParams`, builds the same 2x3
 matrix with `crop_matrix`, warps the image once with it (bilinear) and moves the labels with

@@ -16,12 +16,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from spin_fast.constants import IMG_RES
+from spin_fast.constants import GENDER_IDS, IMG_RES
 from spin_fast.data.augment import (AugParams, augment_labels, crop_matrix, keypoint_matrix, label_rotation,
                                    sample_aug_params, transform_keypoints2d)
 from spin_fast.data.humandata import HumanData
-
-GENDER_IDS = {"m": 0, "f": 1, "n": -1}
 
 
 class ImageError(RuntimeError):
@@ -147,7 +145,7 @@ def assemble_labels(sources: Sources, plan: BatchPlan) -> dict:
     pose = np.zeros((B, 72), np.float32)
     betas = np.zeros((B, 10), np.float32)
     has_smpl = np.zeros(B, bool)
-    gender = np.full(B, -1, np.int64)
+    gender = np.full(B, GENDER_IDS["n"], np.int64)
     for d in np.unique(plan.dataset_id):
         sel = plan.dataset_id == d
         hd, idx = sources.data[d], plan.sample_index[sel]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from spin_fast.config import AssetPaths
+from spin_fast.constants import MMHUMAN3D_MIX, SPIN_MIX_FIXED, SPIN_MIX_IN_THE_WILD, SPIN_MIX_IN_THE_WILD_SHARE
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,6 @@ TRAIN_DATASETS: tuple[str, ...] = ("h36m", "mpi_inf_3dhp", "lsp", "lspet", "mpii
 TEST_DATASETS: tuple[str, ...] = ("pw3d",)
 
 MIX_PRESETS = ("mmhuman3d", "spin")
-_MMHUMAN3D_RATIOS = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
-_SPIN_FIXED = {"h36m": 0.3, "mpi_inf_3dhp": 0.1}
-_SPIN_IN_THE_WILD = ("lsp", "lspet", "mpii", "coco")
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -92,13 +90,13 @@ def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
     for n in names:
         get_dataset(n)
     if preset == "mmhuman3d":
-        raw = [_MMHUMAN3D_RATIOS.get(n, 0.0) for n in names]
+        raw = [MMHUMAN3D_MIX.get(n, 0.0) for n in names]
     elif preset == "spin":
         if sizes is None or len(sizes) != len(names):
             raise ValueError("the 'spin' mix preset needs one size a dataset (sizes=...)")
-        wild = sum(s for n, s in zip(names, sizes) if n in _SPIN_IN_THE_WILD)
-        raw = [_SPIN_FIXED[n] if n in _SPIN_FIXED
-               else (0.6 * s / wild if n in _SPIN_IN_THE_WILD and wild > 0 else 0.0)
+        wild = sum(s for n, s in zip(names, sizes) if n in SPIN_MIX_IN_THE_WILD)
+        raw = [SPIN_MIX_FIXED[n] if n in SPIN_MIX_FIXED
+               else (SPIN_MIX_IN_THE_WILD_SHARE * s / wild if n in SPIN_MIX_IN_THE_WILD and wild > 0 else 0.0)
                for n, s in zip(names, sizes)]
     else:
         raise ValueError(f"unknown mix preset {preset!r}; known: {MIX_PRESETS}")

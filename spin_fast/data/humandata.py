@@ -1,6 +1,6 @@
 """HumanData (mmhuman3d `.npz`) reader and writer, reduced to what SPIN trains on.
 
-File format (SPEC.md "HumanData"): an `.npz`; 0-d object arrays hold dicts / strings. mmhuman3d reads it
+File format (docs/spin.md "HumanData"): an `.npz`; 0-d object arrays hold dicts / strings. mmhuman3d reads it
 with `np.load(allow_pickle=True)`, which runs whatever code a crafted file names; here every object
 member goes through `spin_fast.safe_pickle.DataUnpickler` (numpy arrays and plain values only), and a
 refused global is a `HumanDataError` naming the file, the key and the global.
@@ -40,12 +40,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from spin_fast.atomic import atomic_write
-from spin_fast.constants import HUMAN_DATA_NUM_KEYPOINTS, HUMAN_DATA_TO_SPIN_49, NUM_BETAS, NUM_SPIN_JOINTS
+from spin_fast.constants import (GENDER_CODES, HUMAN_DATA_NUM_KEYPOINTS, HUMAN_DATA_TO_SPIN_49, NUM_BETAS,
+                                 NUM_SPIN_JOINTS)
 from spin_fast.safe_pickle import UnsafeDataError, read_npy_header, read_npz_member
 
 _K = HUMAN_DATA_NUM_KEYPOINTS
 _IDX49 = np.asarray(HUMAN_DATA_TO_SPIN_49, dtype=np.int64)
-GENDER_CODES = {"m": "m", "male": "m", "f": "f", "female": "f", "n": "n", "neutral": "n", "": "n"}
 _CHUNK_ROWS = 65536
 
 

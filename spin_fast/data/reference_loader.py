@@ -2,7 +2,8 @@
 
 It reads the same `BatchPlan`s as the DALI loader (same samples, same parameters, same matrices),
 so the two give the same batches up to interpolation rounding. Worker processes (`threads` of them)
-decode, warp and normalise; the labels are assembled in the worker's collate.
+read, decode, warp and normalise the images; the labels are assembled from the step's plan in the
+main process (`assemble_labels`), once the worker's images of the step are back.
 """
 from __future__ import annotations
 
@@ -21,18 +22,22 @@ from spin_fast.data.augment import invert_affine, noise_and_normalize, to_half_p
 from spin_fast.data.batch import BatchPlan, ImageError, Sources, assemble_labels, read_image_bytes, to_device
 
 
-def warp_pil(path, data: bytes, matrix: np.ndarray, res: int = IMG_RES) -> np.ndarray:
-    """Decode `data` and warp it with `matrix` (2, 3) image -> crop pixels, bilinear, black outside.
-    Returns (res, res, 3) uint8 RGB."""
+def warp_image(image: Image.Image, matrix: np.ndarray, res: int = IMG_RES) -> np.ndarray:
+    """Warp a PIL image with `matrix` (2, 3) image -> crop pixels, bilinear, black outside (the one
+    PIL crop warp: the reference loader's and the demo's). Returns (res, res, 3) uint8 RGB."""
     inv = to_half_pixel(invert_affine(matrix[None]))[0]  # PIL takes crop -> image, half-pixel centred
+    out = image.convert("RGB").transform((res, res), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
+                                         resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    return np.asarray(out)
+
+
+def warp_pil(path, data: bytes, matrix: np.ndarray, res: int = IMG_RES) -> np.ndarray:
+    """Decode `data` and `warp_image` it; a file PIL cannot read is an ImageError naming `path`."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            out = im.transform((res, res), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
-                               resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+            return warp_image(im, matrix, res)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageError(path, f"corrupt image: {e}") from None
-    return np.asarray(out)
 
 
 class _PlanItems:

@@ -2,7 +2,7 @@
 
 Every training step s draws one *global* batch of G = batch_size * world_size samples; rank r takes
 rows [r * batch_size, (r + 1) * batch_size). A sample is (dataset id, index inside its dataset):
-the index keys the fits table (SPEC.md "Fits in the loop").
+the index keys the fits table (docs/spin.md "Fits in the loop").
 
 How many samples each dataset gets is fixed, not drawn: over a cycle of K steps (K * G >= 4096
 samples) the counts are the ratios apportioned exactly (largest remainder), spread over the steps

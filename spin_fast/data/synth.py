@@ -13,7 +13,8 @@ with `spin_fast.assets.write_assets` when missing), for each of the six training
 Poses are perturbations of a standing rest pose inside sane joint ranges (knees and elbows bend one
 way), shapes N(0, 0.8), camera distance 3.5-9 m, yaw all around, people anywhere in the frame.
 Every face is coloured by the body part that moves it most (left and right differ), flat-shaded,
-so the pose is visible in the pixels. Seconds at the default size (`scale=1`: 32 a dataset).
+so the pose is visible in the pixels. About 6 s of CPU time at the default size (`scale=1`: 32 a
+dataset); with the body model files written first, the whole stand-in takes 11-18 s on 2 idle cores.
 CLI: `python -m spin_fast.data synth --out DIR [--assets DIR] [--scale N]`.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from spin_fast.atomic import atomic_write_bytes
 from spin_fast.config import AssetPaths
+from spin_fast.constants import GT_PELVIS_MPII, NUM_OPENPOSE_JOINTS
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from spin_fast.data.humandata import spin49_to_humandata, write_humandata, write_static_fits
 from spin_fast.geometry import rotmat_to_axis_angle
@@ -153,7 +155,7 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
         tz = rng.uniform(3.5, 9.0)
         focal = rng.uniform(0.45, 0.85) * H * tz / 1.75
         center = (W / 2 + rng.normal(0, 3), H / 2 + rng.normal(0, 3))
-        pelvis = joints[i, 39]  # 'Pelvis (MPII)' of the 49
+        pelvis = joints[i, GT_PELVIS_MPII]
         target = np.array([W / 2 + rng.normal(0, 0.12 * W), H / 2 + rng.normal(0, 0.08 * H)])
         # pelvis at depth tz, projected onto target
         t = np.r_[(target - np.asarray(center)) * tz / focal - pelvis[:2], tz - pelvis[2]]
@@ -181,7 +183,7 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
     kp3d = None
     if with_3d:
         k3 = np.concatenate([joints, np.ones((n, 49, 1))], -1)
-        k3[:, :25, 3] = 0  # 3D ground truth covers the 24 GT joints, not the OpenPose ones
+        k3[:, :NUM_OPENPOSE_JOINTS, 3] = 0  # 3D ground truth covers the 24 GT joints, not the OpenPose ones
         kp3d = spin49_to_humandata(k3)[0]
     write_humandata(paths.preprocessed(spec.ann_file), image_path=image_paths, bbox_xywh=bboxes,
                     keypoints2d=spin49_to_humandata(kp2d)[0], keypoints3d=kp3d,

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     from spin_fast.assets import resolve_data_root
-    from spin_fast.config import default_device
+    from spin_fast.config import default_device, env_data_root
     from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
     from spin_fast.data.datasets import get_dataset
 
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
         raise SystemExit(str(e)) from None
 
     paths = resolve_data_root(args.data_root)
-    synthetic = args.data_root is None and not os.environ.get("SPIN_FAST_DATA_ROOT")
+    synthetic = args.data_root is None and env_data_root() is None
     if synthetic:
         from spin_fast.data.synth import ensure_synthetic_dataset
 

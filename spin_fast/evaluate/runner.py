@@ -1,4 +1,4 @@
-"""3DPW evaluation (SPEC.md "Evaluation on 3DPW"; the SPIN / mmhuman3d protocol), read top to bottom.
+"""3DPW evaluation (docs/spin.md "Evaluation on 3DPW"; the SPIN / mmhuman3d protocol), read top to bottom.
 
     1. network:  img -> predicted rotation matrices (24) and betas           (bf16 autocast optional)
     2. SMPL:     neutral model of the prediction -> vertices -> J_regressor_h36m (17 joints)   fp32
@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from spin_fast.atomic import atomic_write_json
+from spin_fast.constants import GENDER_CODES, GENDER_IDS
 from spin_fast.metrics import pw3d_metrics
 from spin_fast.geometry import rot6d_to_rotmat
 
 METRICS = ("mpjpe", "pa_mpjpe", "pve")
-GENDER_MALE, GENDER_FEMALE = 0, 1
+GENDER_MALE, GENDER_FEMALE = GENDER_IDS["m"], GENDER_IDS["f"]
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -101,8 +102,7 @@ def gender_ids(gender) -> torch.Tensor:
         return gender.long()
     items = list(gender)
     if items and isinstance(items[0], str):
-        ids = {"m": GENDER_MALE, "male": GENDER_MALE, "f": GENDER_FEMALE, "female": GENDER_FEMALE,
-               "n": -1, "neutral": -1}
+        ids = {name: GENDER_IDS[code] for name, code in GENDER_CODES.items() if name}
         bad = sorted({g for g in items if g not in ids})
         if bad:
             raise ValueError(f"gender: unknown value(s) {bad}, expected 'm', 'f' or 'n'")

@@ -77,12 +77,17 @@ def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, t
     return out
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DistributedDataParallel and torch.compile wrappers (itself when unwrapped)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
 def load_hmr_weights(model: torch.nn.Module, ckpt: Mapping | str | os.PathLike, trust: bool = False,
                      source: str | None = None) -> None:
     """Load every backbone/head tensor of `model` from `ckpt`; refuse another backbone and missing,
     extra or mis-shaped keys. `source` names a dict `ckpt` in errors."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = unwrap(model)
     source = os.fspath(ckpt) if isinstance(ckpt, (str, os.PathLike)) else (source or "checkpoint")
     if isinstance(ckpt, (str, os.PathLike)):
         ckpt = read_checkpoint(ckpt, trust=trust)

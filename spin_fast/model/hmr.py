@@ -1,6 +1,6 @@
 """HMR: ResNet backbone + iterative error feedback (IEF) regressor of SMPL pose, shape and camera.
 
-SPEC.md "HMR network". Parameter names follow mmhuman3d (`backbone.*`, `head.*`), so an mmhuman3d
+docs/spin.md "HMR network". Parameter names follow mmhuman3d (`backbone.*`, `head.*`), so an mmhuman3d
 checkpoint's state_dict (less its body-model and discriminator entries) loads as is.
 
     feat = spatial mean of layer4                                   (B, 2048) [512 for ResNet-18]

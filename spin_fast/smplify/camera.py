@@ -2,7 +2,7 @@
 
 SPIN's `estimate_translation`, for a whole batch at once. With the body's joints (X, Y, Z) in the
 camera frame before translation, the pinhole projection u = f (X + t_x) / (Z + t_z) + c_x is linear in
-t once multiplied out, giving two rows a joint (SPEC.md "Fits in the loop"):
+t once multiplied out, giving two rows a joint (docs/spin.md "Fits in the loop"):
     [f, 0, c_x - u] . t = (u - c_x) Z - f X
     [0, f, c_y - v] . t = (v - c_y) Z - f Y
 Each row is weighted by sqrt(conf) and the 3x3 normal equations are solved per sample in float64
@@ -14,9 +14,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from spin_fast.constants import FOCAL_LENGTH, IMG_RES
+from spin_fast.constants import FOCAL_LENGTH, IMG_RES, SPIN_GT_JOINTS
 
-GT_JOINTS = tuple(range(25, 49))  # the 24 "GT" joints of smpl_49, SPIN's default subset
 DEFAULT_CAMERA_SCALE = 0.9  # weak-perspective scale of the fallback translation (HMR's mean camera)
 
 
@@ -38,7 +37,7 @@ def estimate_camera_translation(
     keypoints2d: torch.Tensor,
     focal_length: float = FOCAL_LENGTH,
     img_res: int = IMG_RES,
-    joint_subset: Sequence[int] | None = GT_JOINTS,
+    joint_subset: Sequence[int] | None = SPIN_GT_JOINTS,
     fallback: torch.Tensor | None = None,
 ) -> CameraEstimate:
     """joints3d (B, J, 3) body joints (no translation); keypoints2d (B, J, 3) crop pixels + confidence.

@@ -1,6 +1,6 @@
 """Batched SMPLify for fits in the loop: the fast path.
 
-Same objective and optimizer as SPIN's SMPLify (SPEC.md "SMPLify"; the straightforward version is
+Same objective and optimizer as SPIN's SMPLify (docs/spin.md "SMPLify"; the straightforward version is
 `spin_fast.smplify.reference`), evaluated so that an iteration costs little:
     stage 1  camera translation + global orient. Body pose and betas are fixed, so the joints with
              zero global orient X0 (B, 49, 3) are computed once; turning the root by R moves every
@@ -31,7 +31,7 @@ import torch
 
 from spin_fast.body.model import BodyModel, rodrigues
 from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_LENGTH, IMG_RES,
-                                 MMH_ANGLE_PRIOR_INDICES, NUM_JOINTS, SMPLIFY_ANGLE_PRIOR_WEIGHT,
+                                 MMH_ANGLE_PRIOR_INDICES, NUM_JOINTS, NUM_SPIN_JOINTS, SMPLIFY_ANGLE_PRIOR_WEIGHT,
                                  SMPLIFY_DEPTH_WEIGHT, SMPLIFY_LR, SMPLIFY_POSE_PRIOR_WEIGHT,
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
@@ -41,7 +41,7 @@ from spin_fast_kernels.gmm_prior import gmm_prior
 from spin_fast_kernels.gmm_prior.reference import gmm_constants
 from spin_fast_kernels.reprojection import reprojection_loss
 
-NUM_KEYPOINTS = 49
+NUM_KEYPOINTS = NUM_SPIN_JOINTS
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 _GRAPH_CACHE_SIZE = 4
@@ -90,7 +90,7 @@ class SMPLify:
     body: a BodyModel with the smpl_49 joint set (on the device the fits run on).
     gmm_path / gmm: gmm_08.pkl, or a dict means (K, 69), covars (K, 69, 69), weights (K,).
     stage1_iters / stage2_iters: Adam steps per stage (default 100 + 100 'spin', 50 + 50 'mmhuman3d').
-    flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (SPEC.md).
+    flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (docs/spin.md).
     ftol: relative loss change below which a sample stops (default 1e-4 for 'mmhuman3d', off for 'spin').
     cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA.
     gmm_normaliser: 'float32' (default: the GMM's per-component normaliser held in float32 before its

@@ -1,4 +1,4 @@
-"""The fits store of SPIN's "fits in the loop" (SPEC.md): the best fit found so far for every sample.
+"""The fits store of SPIN's "fits in the loop" (docs/spin.md): the best fit found so far for every sample.
 
 One (N_d, 82) float32 table a dataset (72 axis-angle pose + 10 betas, in the dataset's own frame,
 i.e. un-augmented), all kept in one (sum N_d, 82) tensor so that a batch is one gather and one

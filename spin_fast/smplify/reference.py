@@ -7,12 +7,12 @@ parameter tensors, a fresh optimizer per stage. Nothing here is shared with the 
 SPIN's MaxMixturePrior (numpy inverse and determinants), the projection and robust loss are written
 out again.
 
-flavor 'mmhuman3d' is mmhuman3d's SMPLify with the SPIN config (SPEC.md): projection normalised to
+flavor 'mmhuman3d' is mmhuman3d's SMPLify with the SPIN config (docs/spin.md): projection normalised to
 [-1, 1], GMoF on the squared residual, linear confidence, angle prior (exp(s theta) - 1)^2 at
 body_pose[55, 58, 12, 15], stage 1 on all joints with every prior and no depth term, the ignored
 joints zeroed in both stages, ftol early stop. mmhuman3d stops the whole batch on the change of the
 summed loss; here each sample stops on its own loss (frozen: its parameters stop moving), which keeps
-samples independent (SPEC.md) and equals running every sample alone.
+samples independent (docs/spin.md) and equals running every sample alone.
 """
 from __future__ import annotations
 

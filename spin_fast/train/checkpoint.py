@@ -1,11 +1,13 @@
 """Training checkpoints: everything needed to continue a killed run exactly, written atomically.
 
 Layout (a superset of mmhuman3d's `{meta, state_dict}`, so mmhuman3d-style tools read the weights):
-    meta        {step, epoch_step, config (dict), spin_fast_version}
+    meta        {step, config (the resolved config as a dict), version (CHECKPOINT_VERSION)}
     state_dict  the HMR network: `backbone.*`, `head.*`
-    optimizer, scheduler
-    fits        FitsStore.state_dict()
-    rng         torch CPU / CUDA generator states, numpy and python `random` states, sampler state
+    optimizer, scheduler (None without a scheduler)
+    fits        FitsStore.state_dict() (None without a store)
+    rng         torch CPU generator, numpy and python `random` states (+ the CUDA generators where CUDA is
+                present); a run of several processes stores {'per_rank': [one such dict a rank]}
+    extra       a dict the caller passes (empty by default)
 Readable with `torch.load(weights_only=True)`. Files: `<work_dir>/checkpoints/step_XXXXXXX.pth`, the newest
 `keep` of them kept, and `latest.pth`, a hard link to the newest (swapped in atomically, not a second
 copy), plus `config.yaml` in the work dir. Nothing non-finite is ever saved: the network, optimizer
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from spin_fast.atomic import atomic_link, atomic_torch_save
+from spin_fast.model.checkpoint_import import unwrap
 
 CHECKPOINT_VERSION = 1
 
@@ -92,7 +95,7 @@ def save_checkpoint(work_dir: str | os.PathLike, step: int, model: torch.nn.Modu
     under DDP). Refuses (FloatingPointError, nothing written) when anything to save is non-finite."""
     ckpt = {
         "meta": {"step": int(step), "config": config, "version": CHECKPOINT_VERSION},
-        "state_dict": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "fits": fits.state_dict() if fits is not None else None,
@@ -135,7 +138,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             raise CheckpointLoadError(f"{path}: not a spin_fast training checkpoint (missing '{key}')")
     return ckpt
 
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile

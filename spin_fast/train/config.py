@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-# Dataset mixes (SPEC.md "Training"): mmhuman3d's fixed ratios; SPIN's are 0.3 / 0.1 / rest by size
-# (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
-MMHUMAN3D_MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
+from spin_fast.config import env_data_root
+from spin_fast.constants import MMHUMAN3D_MIX
+
+# Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
+# 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
 
 LOSS_PRESETS = {
     # mmhuman3d @ 8c95747, configs/spin/resnet50_spin_pw3d_cache.py with mesh_estimator.py: all 49 joints
@@ -326,7 +328,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     overrides = dict(overrides or {})
     if demo is None:
         root = overrides.get("data.root", file_values.get("data.root"))
-        demo = root is None and not _env_data_root()
+        demo = root is None and env_data_root() is None
     if demo:
         for k, v in DEMO_OVERRIDES.items():
             set_value(cfg, k, v)
@@ -335,11 +337,3 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         for k, v in source.items():
             set_value(cfg, k, v)
     return validate(resolve_preset(cfg))
-
-
-def _env_data_root() -> str | None:
-    import os
-
-    from spin_fast.config import ENV_DATA_ROOT
-
-    return os.environ.get(ENV_DATA_ROOT) or None

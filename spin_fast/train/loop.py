@@ -18,7 +18,8 @@ import torch.distributed as dist
 from spin_fast.atomic import atomic_write
 from spin_fast.assets import resolve_data_root
 from spin_fast.config import init_distributed  # noqa: F401 (also imported from here)
-from spin_fast.train.checkpoint import _unwrap, save_checkpoint, set_rng_state
+from spin_fast.model.checkpoint_import import unwrap
+from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
 from spin_fast.train.run_dir import open_run, record_config, truncate_log
@@ -197,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
 
     if ckpt is not None:
-        _unwrap(model).load_state_dict(ckpt["state_dict"])
+        unwrap(model).load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scheduler"] is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -270,7 +271,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
         dist.barrier()
     result = {"step": total_steps, **last}
     if return_state:
-        result["state"] = {"model": {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()},
+        result["state"] = {"model": {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()},
                            "fits": fits.data.detach().cpu().clone()}
     return result
 

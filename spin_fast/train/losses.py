@@ -1,4 +1,4 @@
-"""SPIN's training losses as small pure functions (SPEC.md "Training"), each codebase's way.
+"""SPIN's training losses as small pure functions (docs/spin.md "Training"), each codebase's way.
 
 Weights come from the preset (`spin_fast.train.config.LOSS_PRESETS`):
     total = overall * ( w3d  * keypoints3d   criterion on 3D joints centred at the GT hip midpoint
@@ -24,11 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from spin_fast.constants import GT_LEFT_HIP, GT_RIGHT_HIP, NUM_OPENPOSE_JOINTS
 from spin_fast.geometry import axis_angle_to_rotmat
 
-# smpl_49 GT hips (SPEC.md: the 24 GT joints start at 25; R hip = 25+2, L hip = 25+3)
-GT_RIGHT_HIP, GT_LEFT_HIP = 27, 28
-NUM_OPENPOSE = 25
 CONVENTIONS = ("mmhuman3d", "spin")
 
 
@@ -73,7 +71,8 @@ def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int,
     mmhuman3d: sum(conf * err) / #(entries with conf > 0); spin: mean over all B x 49 x 2 entries."""
     _check_convention(flavor)
     joint = torch.arange(gt_kp2d.shape[1], device=gt_kp2d.device)
-    conf = gt_kp2d[..., 2:3] * torch.where(joint < NUM_OPENPOSE, float(openpose_weight), 1.0)[:, None].to(gt_kp2d.dtype)
+    weight = torch.where(joint < NUM_OPENPOSE_JOINTS, float(openpose_weight), 1.0)
+    conf = gt_kp2d[..., 2:3] * weight[:, None].to(gt_kp2d.dtype)
     err = conf * _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor, projected=True),
                                        normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
     return _mean_over_positive(err, conf) if flavor == "mmhuman3d" else err.mean()
@@ -95,7 +94,7 @@ def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: t
     if convention == "mmhuman3d":
         return _mean_over_positive(conf * err, conf)
     m = has_3d.bool().reshape(-1, 1, 1)
-    err = torch.where(m, conf * err, 0.0)[:, NUM_OPENPOSE:]
+    err = torch.where(m, conf * err, 0.0)[:, NUM_OPENPOSE_JOINTS:]
     return err.sum() / (m.sum() * err.shape[1] * err.shape[2]).clamp(min=1)
 
 

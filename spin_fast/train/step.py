@@ -1,4 +1,4 @@
-"""One SPIN training step, read top to bottom (SPEC.md "Training" and "Fits in the loop").
+"""One SPIN training step, read top to bottom (docs/spin.md "Training" and "Fits in the loop").
 
     1. network:   img -> pred rotmats (24), betas, weak-perspective camera   (bf16 autocast optional)
     2. SMPL:      predicted mesh + 49 joints (fp32), projected with the camera to crop pixels

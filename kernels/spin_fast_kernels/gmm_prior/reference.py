@@ -1,6 +1,6 @@
 """Max-mixture GMM pose prior in plain torch: the oracle and the CPU path.
 
-Math (SPIN's MaxMixturePrior.merged_log_likelihood; SPEC.md "SMPLify"):
+Math (SPIN's MaxMixturePrior.merged_log_likelihood; docs/spin.md "SMPLify"):
     gmm(theta) = min_k [ 1/2 (theta - mu_k)^T P_k (theta - mu_k) + nll_k ],   P_k = Sigma_k^-1
     nll_k      = -log( w_k / ((2 pi)^(D/2) sqrt(det Sigma_k)) )              (exact)
                = the above - 1/2 min_j log det Sigma_j                        (shift='spin')

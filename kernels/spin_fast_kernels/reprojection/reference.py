@@ -10,7 +10,7 @@ Math (camera with identity rotation, translation t, focal length f, principal po
     i.e. gmof is applied to the *squared* normalised residual F.mse_loss(..., 'none') = e^2, so
     each coordinate contributes sigma^2 e^4 / (sigma^2 + e^4), and the confidence is linear. S is
     `img_size`. Note: mmhuman3d's smplify.py normalises with (img_res - 1); pass img_size=223 to
-    reproduce that constant bit for bit, the default 224 follows SPEC.md (x_n = 2x/224 - 1).
+    reproduce that constant bit for bit, the default 224 follows docs/spin.md (x_n = 2x/224 - 1).
 Per-sample sum over joints ('sum') or per-joint values ('none'); samples never couple.
 """
 from __future__ import annotations
