@@ -19,6 +19,7 @@ from spin_fast.data.synth import write_synthetic_datasets
 BATCH = 32
 THREADS = 2
 ROUND_BATCHES = 4
+ROUNDS = 5
 MIX = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10, "coco": 0.20}
 
 
@@ -44,7 +45,7 @@ def _bench(benchmark, root, backend, device=None):
             torch.cuda.synchronize()
         return n
 
-    n = benchmark.pedantic(pull, rounds=3, iterations=1)
+    n = benchmark.pedantic(pull, rounds=ROUNDS, iterations=1)
     benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.mean
     benchmark.extra_info["threads"] = THREADS
     benchmark.extra_info["backend"] = loader.backend
