@@ -4,8 +4,9 @@ A step, as `spin_fast.train.loop` runs it: the loader's next batch, `spin_fast.t
 (HMR forward, SMPL of the prediction, fits in the loop: the stored fit scored, SMPLify 100 + 100 on
 the prediction, the better fit kept in the fits store, GT joints, target mesh; all losses), then
 backward and the Adam step. Rows of one group `train-step-<setting>`:
-    fast             BodyModel (joints_only inside SMPLify), spin_fast.smplify.SMPLify, the DALI loader
-                     (CPU operators here, 'mixed' GPU decoding on CUDA)
+    fast             BodyModel (joints_only inside SMPLify), spin_fast.smplify.SMPLify, the loader
+                     `data.loader auto` picks (DALI 'mixed' or torchvision nvJPEG on CUDA, the reference
+                     on CPU; extra_info['loader'])
     smplx_reference  spin_fast.body.smplx_reference.SmplxBody (smplx.SMPL full mesh, joints_only = the
                      full forward), SMPLifyReferenceInLoop (SPIN's SMPLify: smplx every iteration,
                      torch.optim.Adam), the reference loader (torch DataLoader + PIL)
@@ -20,7 +21,7 @@ group and extra_info. Each row: one warm-up step (loader workers / DALI pipeline
 capture), then one measured step (`benchmark.pedantic`, rounds=1).
 
 extra_info: images_per_s; smplify_share (time inside the SMPLify fit call / step time); fits_share
-(the step's whole fits-in-the-loop block, as train_step's `smplify_s` log); data_share (time blocked
+(the step's whole fits-in-the-loop block, train_step's `smplify` phase, spin_fast.train.timing); data_share (time blocked
 in the loader's next() / step time; loaders prefetch, so this is the wait the trainer sees). On CUDA
 the step is synchronised around the loader call and the SMPLify call to time them.
 
@@ -46,6 +47,7 @@ from spin_fast.smplify import FitsStore, SMPLify
 from spin_fast.constants import MMHUMAN3D_MIX
 from spin_fast.train.config import LossConfig, ModelConfig
 from spin_fast.train.step import StepContext, train_step
+from spin_fast.train.timing import PhaseTimer
 
 FULL = HAS_CUDA or os.environ.get("SPIN_FAST_BENCH_FULL") == "1"
 BATCH = 64 if FULL else 16
@@ -83,7 +85,7 @@ def _components(impl: str, assets: AssetPaths, device):
     kw = dict(stage1_iters=ITERS[0], stage2_iters=ITERS[1], flavor="spin")
     if impl == "fast":
         body = BodyModel(smpl, extra, h36m).to(device)
-        return body, SMPLify(body, gmm=gmm, **kw), "dali"
+        return body, SMPLify(body, gmm=gmm, **kw), "auto"  # DALI or torchvision on CUDA (data.loader auto)
     body = SmplxBody(smpl, extra, h36m).to(device)
     return body, SMPLifyReferenceInLoop(smpl, extra, gmm, device=device, **kw), "reference"
 
@@ -114,11 +116,6 @@ class _TimedFitter:
 @pytest.mark.parametrize("setting", [SETTING])
 @pytest.mark.parametrize("impl", ["smplx_reference", "fast"])
 def test_train_step(benchmark, data_root, synthetic_assets, device, torch_threads, impl, setting):
-    if impl == "fast":
-        from spin_fast.data.dali_loader import dali_available
-
-        if not dali_available():
-            pytest.skip("the fast row's loader needs nvidia-dali")
     body, fitter, backend = _components(impl, synthetic_assets, device)
     fitter = _TimedFitter(fitter, device)
     loader = build_train_loader(data_root, MMHUMAN3D_MIX, batch_size=BATCH, backend=backend, threads=THREADS,
@@ -134,7 +131,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, torch_thread
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     amp = torch.bfloat16 if net_cfg.bf16 and device.type == "cuda" else None
     ctx = StepContext(model=model, body=body, fits=fits, smplify=fitter, loss_weights=LossConfig().resolved(),
-                      amp_dtype=amp, channels_last=net_cfg.channels_last)
+                      amp_dtype=amp, channels_last=net_cfg.channels_last, timer=PhaseTimer(device))
     it = loader.iter_from(0)
     record = {}
 
@@ -151,7 +148,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, torch_thread
         _sync(device)
         t2 = time.perf_counter()
         record.update(n=batch["img"].shape[0], data=t1 - t0, step=t2 - t0, smplify=fitter.seconds,
-                      fits=logs["smplify_s"], loss=float(loss.detach()))
+                      fits=ctx.timer.read()["smplify"], loss=float(loss.detach()))
 
     benchmark.group = f"train-step-{setting}"
     benchmark.pedantic(step, warmup_rounds=1, rounds=1, iterations=1)
@@ -160,7 +157,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, torch_thread
     assert record["n"] == BATCH and 0 < record["smplify"] <= record["fits"] <= total
     benchmark.extra_info.update(
         op="train_step", impl=impl, setting=setting, batch=BATCH, backbone=BACKBONE,
-        smplify_iters=f"{ITERS[0]}+{ITERS[1]}", loader=backend, loader_threads=THREADS, device=str(device),
+        smplify_iters=f"{ITERS[0]}+{ITERS[1]}", loader=loader.backend, loader_threads=THREADS, device=str(device),
         threads=torch_threads, amp=str(amp), channels_last=net_cfg.channels_last,
         images_per_s=record["n"] / benchmark.stats.stats.mean, step_s=total,
         smplify_share=record["smplify"] / total, fits_share=record["fits"] / total,

@@ -7,6 +7,20 @@ import torch.nn.functional as F
 from spin_fast.constants import FOCAL_LENGTH, IMG_RES, SMPL_POSE_FLIP
 from spin_fast_kernels.kinematic_chain.reference import rodrigues_torch
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def device_constant(values: tuple, device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """A cached copy of the constant `values` (a tuple) on `device`. Building a tensor from host
+    values on a GPU is a host-to-device copy the host waits for: a training step must not make one,
+    so index lists and masks are copied once per device and reused."""
+    device = torch.device(device)
+    key = (values, dtype, device.type, device.index)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return t
+
 
 def axis_angle_to_rotmat(axis_angle: torch.Tensor) -> torch.Tensor:
     """(..., 3) -> (..., 3, 3)."""
@@ -41,8 +55,8 @@ def rotmat_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
         torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] + m[:, 0, 1], q_abs[:, 2] ** 2, m[:, 2, 1] + m[:, 1, 2]], -1),
         torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 2, 0] + m[:, 0, 2], m[:, 2, 1] + m[:, 1, 2], q_abs[:, 3] ** 2], -1),
     ], 1)
-    best = q_abs.argmax(-1)
-    q = cand[torch.arange(m.shape[0]), best] / (2 * q_abs[torch.arange(m.shape[0]), best, None].clamp(min=1e-8))
+    best = q_abs.argmax(-1, keepdim=True)  # (N, 1); gathers, not a host index (no host-device copy)
+    q = cand.gather(1, best[:, :, None].expand(-1, 1, 4))[:, 0] / (2 * q_abs.gather(1, best).clamp(min=1e-8))
     q = torch.where(q[:, :1] < 0, -q, q)
     sin_half = q[:, 1:].norm(dim=-1)
     angle = 2 * torch.atan2(sin_half, q[:, 0])
@@ -52,7 +66,7 @@ def rotmat_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
 
 def flip_pose(pose: torch.Tensor) -> torch.Tensor:
     """Mirror SMPL axis-angle poses (..., 72) left-right: permute joints, negate y and z."""
-    flipped = pose[..., SMPL_POSE_FLIP].clone()
+    flipped = pose.index_select(-1, device_constant(tuple(SMPL_POSE_FLIP), pose.device))
     flipped[..., 1::3] *= -1
     flipped[..., 2::3] *= -1
     return flipped
@@ -93,6 +107,7 @@ def perspective_projection(points: torch.Tensor, translation: torch.Tensor,
     p = points + translation[:, None]
     if center is None:
         center = points.new_full((points.shape[0], 2), IMG_RES / 2.0)
-    f = torch.as_tensor(focal_length, dtype=points.dtype, device=points.device).reshape(-1, 1, 1)
+    # a Python focal length stays a scalar operand (a tensor of it would be a host-device copy)
+    f = focal_length.to(points.dtype).reshape(-1, 1, 1) if torch.is_tensor(focal_length) else float(focal_length)
     return f * p[..., :2] / p[..., 2:3] + center[:, None]
 

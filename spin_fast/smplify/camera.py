@@ -15,6 +15,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from spin_fast.constants import FOCAL_LENGTH, IMG_RES, SPIN_GT_JOINTS
+from spin_fast.geometry import device_constant
 
 DEFAULT_CAMERA_SCALE = 0.9  # weak-perspective scale of the fallback translation (HMR's mean camera)
 
@@ -47,7 +48,7 @@ def estimate_camera_translation(
     system is singular or non-finite, get `fallback` (B, 3) (default: `default_translation`).
     """
     if joint_subset is not None:
-        idx = torch.as_tensor(list(joint_subset), device=joints3d.device)
+        idx = device_constant(tuple(joint_subset), joints3d.device)
         joints3d = joints3d.index_select(1, idx)
         keypoints2d = keypoints2d.index_select(1, idx)
     B = joints3d.shape[0]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from spin_fast.body.model import BodyModel, rodrigues
+from spin_fast.geometry import device_constant
 from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_LENGTH, IMG_RES,
                                  MMH_ANGLE_PRIOR_INDICES, NUM_JOINTS, NUM_SPIN_JOINTS, SMPLIFY_ANGLE_PRIOR_WEIGHT,
                                  SMPLIFY_DEPTH_WEIGHT, SMPLIFY_LR, SMPLIFY_POSE_PRIOR_WEIGHT,
@@ -70,8 +71,8 @@ def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.T
     with the joints SMPLify ignores at zero confidence. Units are the flavor's (SPIN: GMoF of pixel
     residuals, weighted conf^2; mmhuman3d: of squared normalised residuals, weighted conf): compare
     only fits scored with the same flavor. center (B, 2): principal point (default the crop centre)."""
-    conf = keypoints2d[..., 2].clone()
-    conf[:, STAGE2_IGNORED_JOINTS] = 0.0
+    keep = tuple(0.0 if j in STAGE2_IGNORED_JOINTS else 1.0 for j in range(keypoints2d.shape[1]))
+    conf = keypoints2d[..., 2] * device_constant(keep, keypoints2d.device, keypoints2d.dtype)  # no index copy
     return reprojection_loss(joints, cam_t, keypoints2d[..., :2], conf, focal_length, center, SMPLIFY_SIGMA,
                              flavor, img_res, "none")
 
@@ -145,6 +146,7 @@ class SMPLify:
         self.row_sums = torch.cat([torch.ones(NUM_JOINTS, **kw), vertex_rows.to(**kw)])[body.smpl_49_index]
         self.torso = torch.tensor([TORSO_OPENPOSE, TORSO_GT], device=self.device)  # (2, 4)
         self._graphs: dict = {}
+        self._tables: dict = {}  # iterations -> Adam's (step_size, bc2_sqrt) on the device
         self._graphs_failed = False
 
     # --- pieces of the objective --------------------------------------------------------------------
@@ -223,15 +225,25 @@ class SMPLify:
                 prev.copy_(total)
             active.logical_and_(ok)
 
+    def _adam_tables(self, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adam's step sizes lr / (1 - b1^t) and bias corrections sqrt(1 - b2^t), t = 1..iters, on the
+        device; built once per length (a host-to-device copy each call would stall every step)."""
+        tables = self._tables.get(iters)
+        if tables is None:
+            b1, b2 = ADAM_BETAS
+            t = np.arange(1, max(iters, 1) + 1, dtype=np.float64)
+            kw = dict(dtype=self.dtype, device=self.device)
+            tables = self._tables[iters] = (torch.tensor(self.lr / (1 - b1 ** t), **kw),
+                                            torch.tensor(np.sqrt(1 - b2 ** t), **kw))
+        return tables
+
     def _adam_state(self, x: torch.Tensor, active: torch.Tensor, iters: int) -> dict:
-        b1, b2 = ADAM_BETAS
-        t = np.arange(1, max(iters, 1) + 1, dtype=np.float64)
         kw = dict(dtype=self.dtype, device=self.device)
+        step_size, bc2_sqrt = self._adam_tables(iters)
         return {
             "x": x.detach().clone().requires_grad_(True), "m": torch.zeros_like(x), "v": torch.zeros_like(x),
             "k": torch.zeros(1, dtype=torch.long, device=self.device),
-            "step_size": torch.tensor(self.lr / (1 - b1 ** t), **kw),
-            "bc2_sqrt": torch.tensor(np.sqrt(1 - b2 ** t), **kw),
+            "step_size": step_size, "bc2_sqrt": bc2_sqrt,
             "active": active.clone(), "diverged": torch.zeros_like(active),
             "steps": torch.zeros(x.shape[0], dtype=torch.long, device=self.device),
             "prev": torch.full((x.shape[0],), float("nan"), **kw),
@@ -364,7 +376,7 @@ class SMPLify:
             valid = (valid_in & ~st1["diverged"] & ~st2["diverged"] & torch.isfinite(total)
                      & torch.isfinite(x).all(-1) & torch.isfinite(cam_t).all(-1))
             keep = valid[:, None]
-            inf = torch.tensor(float("inf"), **kw)
+            inf = torch.full((), float("inf"), **kw)  # a fill, not a host-to-device copy
             return SMPLifyResult(
                 pose=torch.where(keep, pose_out, pose_in), betas=torch.where(keep, betas_out, betas_in),
                 cam_t=torch.where(keep, cam_t, cam_in),

@@ -24,6 +24,7 @@ from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
 from spin_fast.train.run_dir import open_run, record_config, truncate_log
 from spin_fast.train.step import StepContext, train_step
+from spin_fast.train.timing import PhaseTimer
 
 
 # --- distributed -------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
         model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
         loss_weights=cfg.loss.resolved(cfg.preset),
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
-        channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world))
+        channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device))
     if rank == 0:
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
     logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=bool(resume))
@@ -230,33 +231,38 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
 
     model.train()
     it = loader.iter_from(start)
-    window_t, window_n, window_fit = time.perf_counter(), 0, 0.0
+    timer = ctx.timer  # phases: spin_fast.train.timing
+    window_t, window_n = time.perf_counter(), 0
     last = {}
     for step in range(start + 1, total_steps + 1):
-        batch = next(it)
+        with timer.phase("data", host=True):
+            batch = next(it)
         if start and step == start + 1:
             # after the first batch: starting an iterator may draw from the global RNG (DataLoader
             # seeds), as it did at step 1 of the original run, so dropout continues from the saved state
             set_rng_state(resume_rng)
-        loss, logs = train_step(ctx, batch)
-        watch.observe(step, loss, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        with timer.phase("forward"):
+            loss, logs = train_step(ctx, batch)
+            watch.observe(step, loss, batch)
+        with timer.phase("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
         window_n += batch["img"].shape[0] * world
-        window_fit += logs["smplify_s"]
         if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total_steps:
             watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
         if step % cfg.log_every == 0 or step == total_steps:
-            # the one host sync of a logging step: turn the logged tensors into numbers
-            dt = time.perf_counter() - window_t
+            # the host syncs of a logging step: the logged tensors become numbers, the timers are read
+            last = {k: float(v) for k, v in logs.items()}
             steps_in_window = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            last = {k: float(v) for k, v in logs.items() if k != "smplify_s"}
-            last.update(images_per_s=window_n / dt, smplify_ms=1000 * window_fit / max(steps_in_window, 1),
-                        lr=scheduler.get_last_lr()[0])
+            phases = timer.read()
+            dt = time.perf_counter() - window_t
+            last.update(images_per_s=window_n / dt, lr=scheduler.get_last_lr()[0],
+                        **{f"{k}_ms": 1000 * phases.get(k, 0.0) / max(steps_in_window, 1)
+                           for k in ("data", "forward", "smplify", "backward")})
             logger.log(step, last)
-            window_t, window_n, window_fit = time.perf_counter(), 0, 0.0
+            window_t, window_n = time.perf_counter(), 0
         if step % cfg.ckpt_every == 0 or step == total_steps:
             _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
     logger.close()

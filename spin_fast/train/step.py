@@ -6,12 +6,13 @@
                   against SMPLify's refinement of the (detached) prediction; the better fit is kept,
                   written back un-augmented, and becomes the target (GT where has_smpl)
     4. losses:    keypoints 3D / 2D, vertices and SMPL parameters against the target, camera prior
-Everything after the network runs in fp32. The only host syncs are the logging `.item()`s, done by
-the caller every `log_every` steps.
+Everything after the network runs in fp32. The step never makes the host wait for the device: no
+`.item()`, no boolean-mask indexing, no host-to-device copy of constants (cached on the device); the
+logged values stay tensors, turned into numbers by the caller at logging steps only
+(tests/test_gpu_train.py runs steps under torch.cuda.set_sync_debug_mode("error")).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from spin_fast.geometry import perspective_projection, rotmat_to_axis_angle, wea
 from spin_fast.smplify.fits import FitsStore
 from spin_fast.smplify.in_loop import Fitter, SyncFits, fit_in_loop
 from spin_fast.train import losses as L
+from spin_fast.train.timing import PhaseTimer, maybe_phase
 
 
 @dataclass
@@ -34,6 +36,7 @@ class StepContext:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     sync_fits: SyncFits | None = None   # distributed: (dataset_id, index, updated) -> None
+    timer: PhaseTimer | None = None     # times step 3 as phase 'smplify' (spin_fast.train.timing)
 
 
 def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -56,13 +59,11 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     pred_px = perspective_projection(pred.joints, pred_cam_t)
 
     # 3. fits in the loop (no gradients), from the detached prediction
-    t0 = time.perf_counter()
-    with torch.no_grad():
+    with maybe_phase(ctx.timer, "smplify"), torch.no_grad():
         pred_aa = torch.nan_to_num(rotmat_to_axis_angle(pred_rotmat.detach()).reshape(B, 72), nan=0.0)
         sel = fit_in_loop(ctx.body, ctx.smplify, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
                           sync=ctx.sync_fits)
         target_vertices = ctx.body(sel.fit[:, 72:], sel.fit[:, 3:72], sel.fit[:, :3], joint_set="smpl_24").vertices
-    fit_seconds = time.perf_counter() - t0
 
     # 4. losses
     w = ctx.loss_weights
@@ -78,5 +79,5 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     loss = L.total_loss(terms, w)
     logs = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()},
             "fit_updated": sel.updated.float().mean(), "valid_fit": sel.valid_fit.float().mean(),
-            "fit_loss": sel.joint_loss.mean(), "smplify_s": fit_seconds}
+            "fit_loss": sel.joint_loss.mean()}
     return loss, logs

@@ -39,14 +39,13 @@ def kinematic_chain_torch(
     """
     B, J = rotmats.shape[:2]
     parents = list(parents)
-    rel = rest_joints.clone()
-    rel[:, 1:] = rest_joints[:, 1:] - rest_joints[:, parents[1:]]
     chain_R = [rotmats[:, 0]]
-    chain_t = [rel[:, 0]]
+    chain_t = [rest_joints[:, 0]]
     for i in range(1, J):
         p = parents[i]
+        rel = rest_joints[:, i] - rest_joints[:, p]  # integer indices: no index tensor to copy to a GPU
         chain_R.append(chain_R[p] @ rotmats[:, i])
-        chain_t.append(chain_t[p] + (chain_R[p] @ rel[:, i, :, None])[..., 0])
+        chain_t.append(chain_t[p] + (chain_R[p] @ rel[:, :, None])[..., 0])
     R_world = torch.stack(chain_R, dim=1)  # (B, J, 3, 3)
     posed_joints = torch.stack(chain_t, dim=1)  # (B, J, 3)
     t_rel = posed_joints - (R_world @ rest_joints[..., None])[..., 0]
