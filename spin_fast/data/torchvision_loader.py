@@ -55,7 +55,8 @@ def pil_decoder(paths: Sequence, datas: Sequence[bytes], device: torch.device) -
 
 def torchvision_decoder(paths: Sequence, datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
     """JPEGs in one batched `decode_jpeg` on `device` (nvJPEG on CUDA), the rest through PIL.
-    A failed batch is decoded file by file to name the bad one (ImageError)."""
+    A failed batch is decoded file by file; a JPEG torchvision refuses (a CMYK one on the GPU, say)
+    goes through PIL, and one PIL cannot read either is an ImageError naming it."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     out: list = [None] * len(datas)
@@ -71,8 +72,8 @@ def torchvision_decoder(paths: Sequence, datas: Sequence[bytes], device: torch.d
             for i, enc in zip(jpeg, encoded):
                 try:
                     imgs.append(decode_jpeg(enc, mode=ImageReadMode.RGB, device=target))
-                except RuntimeError as e:
-                    raise ImageError(paths[i], f"corrupt image: {e}") from None
+                except RuntimeError:
+                    imgs.extend(pil_decoder([paths[i]], [datas[i]], device))  # ImageError if corrupt
         for i, img in zip(jpeg, imgs):
             out[i] = img.to(device)
     for i, img in zip(other, pil_decoder([paths[i] for i in other], [datas[i] for i in other], device)):
