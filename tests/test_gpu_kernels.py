@@ -13,6 +13,8 @@ takes ~3 min for all of them).
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -96,6 +98,8 @@ def run(fn, inputs, grad_mask, device, dtype, seed=1):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device,B", CASES)
 def test_triton_op_full_size_matches_reference(full_size, triton_backend, monkeypatch, device, B, op):
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton interpreter is off here (a CUDA machine): the cuda rows run the kernels")
     body, consts = full_size
     fn, ref, inputs, grad_mask = op_case(op, body, consts, B, vertices=None if device == "cuda" else 200)
     grad_mask = grad_mask or [True] * len(inputs)
