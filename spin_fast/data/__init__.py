@@ -10,7 +10,7 @@ operators), `torchvision_loader` (torchvision's nvJPEG decode + the crop in torc
 Backends (`data.loader`): `dali`, `torchvision`, `reference`, or `auto`:
     CUDA device: DALI where it imports, else torchvision where it imports, else the reference;
     CPU device:  the reference (the loader benchmark has DALI's CPU operators no faster on CPU:
-                 0.83x in benches/RESULTS.md, 1.00x on one core).
+                 0.83x and 0.98x of the reference in benches/RESULTS.md).
 `auto` never picks a backend that cannot be imported; naming one is a `BackendUnavailable` error
 that says why.
 
