@@ -15,7 +15,7 @@ import argparse
 import errno
 import sys
 
-from spin_fast.train.config import PRESETS, ConfigError, build_config, leaves, load_yaml, preset_defaults
+from spin_fast.train.config import PRESETS, ConfigError, build_config, describe, load_yaml, nearest_keys
 
 ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_steps", "batch_size": "data.batch_size",
            "backbone": "model.backbone"}
@@ -24,6 +24,7 @@ ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_s
 def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
     """The command line; the config keys' defaults shown are `preset`'s resolved values."""
     ap = argparse.ArgumentParser(prog="python -m spin_fast.train", description=__doc__,
+                                 usage="%(prog)s [--config FILE.yaml] [--preset P] [--KEY VALUE ...] [--resume [CKPT]] [--overwrite]",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config file (same nesting as the keys below)")
     ap.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
@@ -37,13 +38,27 @@ def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
     ap.add_argument("--max-steps", dest="max_steps", help="alias of --max_steps")
     ap.add_argument("--batch-size", dest="batch_size", help="alias of --data.batch_size")
     ap.add_argument("--backbone", dest="backbone", help="alias of --model.backbone")
-    group = ap.add_argument_group(f"config keys (defaults shown for --preset {preset}; the synthetic demo "
-                                  "changes some)")
-    for key, (value, hint) in leaves(preset_defaults(preset)).items():
-        if key in ("work_dir", "max_steps"):
+    group = ap.add_argument_group(f"config keys: what each does [allowed values] (default with --preset {preset}; "
+                                  "the other preset's; the synthetic demo's)")
+    for key, text in describe(preset).items():
+        if key in ("work_dir", "max_steps"):  # spelt --work-dir / --max-steps above: their help is the key's
+            next(a for a in ap._actions if a.dest == key).help = text
             continue
-        group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar="V", help=f"default: {value!r}")
+        group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar="V", help=text)
     return ap
+
+
+def parse(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """parse_args, but a misspelt flag is named with the nearest known ones."""
+    args, unknown = ap.parse_known_args(argv)
+    if unknown:
+        flags = [f for f in unknown if f.startswith("--")]
+        known = [o[2:] for a in ap._actions for o in a.option_strings if o.startswith("--")]
+        bad = (flags or unknown)[0]
+        near = nearest_keys(bad[2:].split("=")[0], known) if flags else []
+        ap.error(f"unrecognized argument {bad}" + (f" (did you mean {' or '.join('--' + k for k in near)}?)"
+                                                    if near else ""))
+    return args
 
 
 def chosen_preset(argv) -> str:
@@ -56,7 +71,7 @@ def chosen_preset(argv) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser(chosen_preset(argv)).parse_args(argv)
+    args = parse(parser(chosen_preset(argv)), argv)
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     for alias, key in ALIASES.items():
         v = getattr(args, alias)

@@ -57,50 +57,58 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid (the message names the key)."""
 
 
+# Every field's trailing comment (continued by comment lines right below it) is its `--help` text:
+# what it does. `describe` adds the allowed values (CHOICES, POSITIVE, NON_NEGATIVE, the type), the
+# default and the presets' values; tests check that every key has one.
 @dataclass
 class DataConfig:
-    root: str | None = None          # mmhuman3d data root; None = synthetic stand-in (announced)
-    mix: dict[str, float] | None = None  # dataset name -> sampling ratio; None: data.mix_preset's ratios
-    mix_preset: str | None = None    # mmhuman3d (fixed ratios) | spin (h36m 0.3, mpi_inf_3dhp 0.1, 0.6 over the rest by size); None: the preset's
-    batch_size: int | None = None    # per process; None: the preset's (mmhuman3d 32, spin 64)
-    loader: str = "auto"             # auto | dali | torchvision | reference (spin_fast.data: backends)
-    threads: int = 2                 # CPU threads for decoding / augmentation
-    rot_prob: float | None = None    # probability of a random rotation; None: the preset's (mmhuman3d 0.6, spin 0.4)
-    augmentation: str | None = None  # mmhuman3d (flip the image, then rotate) | spin (SPIN's rounded crop, rotate then flip); None: the preset's
-    skip_bad_images: bool = False    # count and skip unreadable images instead of failing
-    synthetic_scale: int = 1         # size multiplier of the generated synthetic dataset
+    root: str | None = None          # mmhuman3d data root (its data/ folder or the parent); none: the
+    #                                  synthetic stand-in (announced) and the short demo
+    mix: dict[str, float] | None = None  # training sets and their sampling ratios, e.g. "{h36m: 0.5, coco: 0.5}";
+    #                                      none: data.mix_preset's ratios
+    mix_preset: str | None = None    # the ratios when data.mix is none: mmhuman3d's fixed ones, or spin's (h36m 0.3,
+    #                                  mpi_inf_3dhp 0.1, 0.6 over the rest by size)
+    batch_size: int | None = None    # images per step and process
+    loader: str = "auto"             # data loader backend (spin_fast.data); auto: DALI when importable
+    threads: int = 2                 # CPU threads for decoding and augmentation
+    rot_prob: float | None = None    # probability of a random rotation augmentation
+    augmentation: str | None = None  # crop geometry: mmhuman3d flips the image, then rotates; spin is SPIN's
+    #                                  rounded crop, rotated then flipped
+    skip_bad_images: bool = False    # count and skip unreadable images instead of failing (one process only)
+    synthetic_scale: int = 1         # size multiplier of the generated synthetic datasets (32 samples each)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet50"       # resnet50 | resnet18
-    pretrained: str | None = None    # HMR checkpoint to start from (mmhuman3d, SPIN or spin_fast)
-    bf16: bool = True                # autocast the network in bf16 (SMPL, SMPLify, losses stay fp32)
-    channels_last: bool = True
+    backbone: str = "resnet50"       # HMR backbone
+    pretrained: str | None = None    # HMR checkpoint to start from (mmhuman3d, SPIN or spin_fast); none: random
+    bf16: bool = True                # autocast the network in bf16 on CUDA (SMPL, SMPLify, losses stay fp32)
+    channels_last: bool = True       # channels-last memory format for the network (faster convolutions)
     compile: bool = False            # torch.compile the network
 
 
 @dataclass
 class SmplifyConfig:
-    enabled: bool = True
-    stage1_iters: int | None = None  # Adam steps of stage 1; None: the preset's (mmhuman3d 50, spin 100)
-    stage2_iters: int | None = None  # Adam steps of stage 2; None: the preset's (mmhuman3d 50, spin 100)
-    flavor: str | None = None        # spin | mmhuman3d: whose SMPLify objective (smplify/fit.py); None: the preset's
-    gmm_normaliser: str = "float32"  # float32 (the GMM constant as SPIN's and mmhuman3d's prior.py hold it) | float64 (exact)
+    enabled: bool = True             # run SMPLify in the loop; false: targets come from the fits store only
+    stage1_iters: int | None = None  # SMPLify stage 1 (camera and global orientation) Adam steps
+    stage2_iters: int | None = None  # SMPLify stage 2 (full body) Adam steps
+    flavor: str | None = None        # whose SMPLify objective (smplify/fit.py)
+    gmm_normaliser: str = "float32"  # precision of the GMM prior's constant: float32 as SPIN's and mmhuman3d's
+    #                                  prior.py hold it, float64 exact
 
 
 @dataclass
 class LossConfig:
-    keypoints3d: float | None = None  # weight of the 3D keypoint loss; None: the preset's
-    keypoints2d: float | None = None  # weight of the 2D keypoint loss; None: the preset's
-    vertices: float | None = None    # weight of the vertex L1 to the fit; None: the preset's
-    pose: float | None = None        # weight of the SMPL pose (rotation matrix) MSE; None: the preset's
-    betas: float | None = None       # weight of the betas MSE; None: the preset's
-    camera: float | None = None      # weight of the camera prior; None: the preset's
-    openpose_2d: float | None = None  # confidence multiplier of the 25 OpenPose joints in the 2D loss; None: the preset's
-    criterion: str | None = None     # smooth_l1 | mse (keypoint losses); None: the preset's
-    convention: str | None = None    # mmhuman3d | spin: keypoint normalisation and averaging (losses.py); None: the preset's
-    overall: float | None = None     # multiplier of the total; None: the preset's
+    keypoints3d: float | None = None  # weight of the 3D keypoint loss
+    keypoints2d: float | None = None  # weight of the 2D keypoint loss
+    vertices: float | None = None    # weight of the vertex L1 to the fit
+    pose: float | None = None        # weight of the SMPL pose (rotation matrix) MSE
+    betas: float | None = None       # weight of the betas MSE
+    camera: float | None = None      # weight of the camera prior
+    openpose_2d: float | None = None  # confidence multiplier of the 25 OpenPose joints in the 2D loss
+    criterion: str | None = None     # keypoint loss function
+    convention: str | None = None    # keypoint normalisation and averaging (losses.py)
+    overall: float | None = None     # multiplier of the total
 
     def resolved(self, preset: str = "mmhuman3d") -> dict[str, Any]:
         """The loss weights: this config's values, `preset`'s where one is None."""
@@ -114,24 +122,25 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float | None = None          # Adam learning rate; None: the preset's (mmhuman3d 3e-5, spin 5e-5)
-    weight_decay: float = 0.0
-    epochs: int | None = None        # None: the preset's (mmhuman3d 10, spin 50)
-    samples_per_epoch: int = 100_000
-    lr_decay_epochs: list[int] | None = None  # epochs after which lr *= lr_decay; None: the preset's (mmhuman3d [3], spin none)
-    lr_decay: float = 0.1
+    lr: float | None = None          # Adam learning rate
+    weight_decay: float = 0.0        # Adam weight decay
+    epochs: int | None = None        # training length in epochs (unless max_steps is set)
+    samples_per_epoch: int = 100_000  # images per epoch, all processes together
+    lr_decay_epochs: list[int] | None = None  # epochs after which lr *= optim.lr_decay, e.g. "[3, 6]"
+    lr_decay: float = 0.1            # lr factor at each of optim.lr_decay_epochs
 
 
 @dataclass
 class TrainConfig:
-    preset: str = "mmhuman3d"        # mmhuman3d | spin: whose training to reproduce (README "Presets"); fills every field left at None
-    work_dir: str = "work_dirs/spin_fast"
-    seed: int = 0
-    max_steps: int | None = None     # None: epochs * samples_per_epoch / (batch * world)
-    log_every: int = 10
-    ckpt_every: int = 500
+    preset: str = "mmhuman3d"        # whose training to reproduce (README "Presets"); fills every key left at none
+    work_dir: str = "work_dirs/spin_fast"  # output folder: checkpoints, log.csv, TensorBoard events, plots
+    seed: int = 0                    # random seed (each process adds its rank)
+    max_steps: int | None = None     # steps to train; none: epochs * samples_per_epoch / (batch_size * processes)
+    log_every: int = 10              # steps between log.csv rows and TensorBoard scalars (the first step too)
+    image_every: int = 500           # steps between TensorBoard images of training crops (0: never)
+    ckpt_every: int = 500            # steps between checkpoints (the last step too)
     keep_checkpoints: int = 3        # newest step_*.pth files kept (0: all)
-    device: str = "auto"             # auto | cpu | cuda
+    device: str = "auto"             # auto: cuda when available, else cpu
     demo: bool = False               # the quick synthetic run (set automatically without a data root)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -142,7 +151,7 @@ class TrainConfig:
 
 # Small, CPU-friendly settings of the synthetic demo (applied before file and flag overrides).
 DEMO_OVERRIDES = {
-    "max_steps": 40, "log_every": 5, "ckpt_every": 20, "work_dir": "work_dirs/demo",
+    "max_steps": 40, "log_every": 5, "ckpt_every": 20, "image_every": 20, "work_dir": "work_dirs/demo",
     "data.batch_size": 8, "model.backbone": "resnet18", "model.bf16": False, "optim.lr": 1e-4,
     "smplify.stage1_iters": 30, "smplify.stage2_iters": 30,
 }
@@ -156,7 +165,7 @@ CHOICES = {
 }
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
-NON_NEGATIVE = {"smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay", "keep_checkpoints"}
+NON_NEGATIVE = {"image_every", "smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay", "keep_checkpoints"}
 
 
 # --- flattening --------------------------------------------------------------------------------------
@@ -223,10 +232,28 @@ def _coerce(key: str, value: Any, hint) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {hint}")
 
 
+def nearest_keys(key: str, known) -> list[str]:
+    """The known keys closest to a misspelt one (difflib), best first; also matched on the last part."""
+    import difflib
+
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    last = {k.rsplit(".", 1)[-1]: k for k in known}
+    close += [last[k] for k in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(last), n=2, cutoff=0.75)]
+    return list(dict.fromkeys(close))
+
+
+def unknown_key_message(key: str, known) -> str:
+    near = nearest_keys(key, known)
+    hint = f"did you mean {' or '.join(repr(k) for k in near)}?" if near else \
+        "`python -m spin_fast.train --help` lists every key"
+    return f"unknown config key '{key}' ({hint})"
+
+
 def set_value(cfg: TrainConfig, key: str, value: Any) -> None:
     known = leaves(cfg)
     if key not in known:
-        raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
+        raise ConfigError(unknown_key_message(key, known))
     obj = cfg
     *path, last = key.split(".")
     for p in path:
@@ -306,6 +333,88 @@ def resolve_preset(cfg: TrainConfig) -> TrainConfig:
 def preset_defaults(preset: str = "mmhuman3d") -> TrainConfig:
     """The defaults with `preset` resolved (what `--help` shows for it)."""
     return resolve_preset(TrainConfig(preset=preset))
+
+
+# --- help text: one source, the field comments ------------------------------------------------------
+def field_comments(cls) -> dict[str, str]:
+    """{field: its trailing comment} of a dataclass, read from its source with `tokenize`; a comment
+    line right below a field (nothing else on it) continues that field's comment."""
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    out: dict[str, str] = {}
+    current, last_line, body = None, -1, None
+    for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(cls))).readline):
+        if tok.type == tokenize.INDENT and body is None:
+            body = len(tok.string)                          # the class body's indentation
+        elif tok.type == tokenize.NAME and tok.start[1] == body and tok.start[0] != last_line:
+            current, last_line = tok.string, tok.start[0]   # a field line starts
+        elif tok.type == tokenize.COMMENT and current is not None:
+            text = tok.string.lstrip("#").strip()
+            if tok.start[0] == last_line:
+                out[current] = text
+            elif tok.line.strip().startswith("#") and tok.start[0] == last_line + 1 and current in out:
+                out[current] += " " + text
+                last_line = tok.start[0]
+    return out
+
+
+def _allowed(key: str, hint) -> str:
+    """'auto | dali', 'integer > 0 | none', ... from CHOICES, POSITIVE, NON_NEGATIVE and the type."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    inner = [a for a in args if a is not type(None)]
+    base = inner[0] if nullable and inner else hint
+    origin = typing.get_origin(base)
+    if key in CHOICES:
+        text = " | ".join("none" if c is None else str(c) for c in CHOICES[key])
+    elif base is bool:
+        text = "true | false"
+    elif key == "data.rot_prob":
+        text = "number in [0, 1]"
+    elif base in (int, float):
+        kind = "integer" if base is int else "number"
+        text = f"{kind} > 0" if key in POSITIVE else f"{kind} >= 0" if key in NON_NEGATIVE else kind
+    elif origin is dict:
+        text = "YAML mapping name: ratio"
+    elif origin is list:
+        text = "YAML list of integers"
+    else:
+        text = "path" if key.endswith(("root", "dir", "pretrained")) else "string"
+    return text + (" | none" if nullable else "")
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
+    return str(value)
+
+
+def describe(preset: str = "mmhuman3d") -> dict[str, str]:
+    """{key: 'what it does [allowed values] (default: D ...)'} for every key: the field comment, the
+    allowed values, the default (for a key the presets fill: `preset`'s value and the others'), the demo's."""
+    classes = [("", TrainConfig)] + [(f"{f.name}.", f.default_factory) for f in dataclasses.fields(TrainConfig)
+                                     if dataclasses.is_dataclass(f.default_factory)]
+    comments = {f"{prefix}{k}": v for prefix, cls in classes for k, v in field_comments(cls).items()}
+    resolved = leaves(preset_defaults(preset))
+    out = {}
+    for k, (value, hint) in leaves().items():
+        default = _show(value)
+        if k in PRESETS[preset]:
+            others = ", ".join(f"{name}: {_show(p[k])}" for name, p in PRESETS.items() if name != preset and k in p)
+            default = f"{_show(resolved[k][0])} from --preset {preset}" + (f"; {others}" if others else "")
+        elif resolved[k][0] != value and k != "preset":
+            default = f"{_show(value)}, i.e. {_show(resolved[k][0])} with --preset {preset}"
+        if k in DEMO_OVERRIDES:
+            default += f"; demo: {_show(DEMO_OVERRIDES[k])}"
+        out[k] = f"{comments.get(k, '')} [{_allowed(k, hint)}] (default: {default})".lstrip()
+    return out
 
 
 def to_dict(cfg: TrainConfig) -> dict:

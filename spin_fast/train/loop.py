@@ -6,22 +6,20 @@ identical fits store because each step's fit updates are all-gathered and applie
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from spin_fast.atomic import atomic_write
 from spin_fast.assets import resolve_data_root
 from spin_fast.config import init_distributed  # noqa: F401 (also imported from here)
 from spin_fast.model.checkpoint_import import unwrap
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
+from spin_fast.train.monitor import TrainMonitor
 from spin_fast.train.run_dir import open_run, record_config, truncate_log
 from spin_fast.train.step import StepContext, train_step
 from spin_fast.train.timing import PhaseTimer
@@ -44,68 +42,6 @@ def make_fits_sync(fits, world: int):
             fits.put(g[:, 0].long(), g[:, 1].long(), g[:, 3:], mask=g[:, 2].bool())
 
     return sync
-
-
-# --- logging -----------------------------------------------------------------------------------------
-class Logger:
-    """CSV log + a one-line progress display on rank 0."""
-
-    def __init__(self, work_dir: Path, total_steps: int, enabled: bool, resume: bool):
-        self.enabled, self.total = enabled, total_steps
-        self.path = work_dir / "log.csv"
-        self.fields = None
-        self._fh = None
-        self._resume = resume
-
-    def log(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        if self._fh is None:
-            self.fields = ["step"] + list(values)
-            exists = self.path.is_file() and self._resume
-            self._fh = open(self.path, "a" if exists else "w", newline="")
-            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields)
-            if not exists:
-                self._writer.writeheader()
-        self._writer.writerow({"step": step, **values})
-        self._fh.flush()
-        bar_w = 24
-        done = int(bar_w * step / max(self.total, 1))
-        msg = (f"\r[{'#' * done}{'.' * (bar_w - done)}] step {step}/{self.total} "
-               f"loss {values['loss']:.4f} kp2d {values['keypoints2d']:.4f} kp3d {values['keypoints3d']:.4f} "
-               f"{values['images_per_s']:.1f} img/s smplify {values['smplify_ms']:.0f} ms/step")
-        print(msg, end="", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self._fh is not None:
-            self._fh.close()
-            print(file=sys.stderr)
-
-
-def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
-    """A dependency-free loss-curve PNG (PIL) of log.csv's `loss` column."""
-    from PIL import Image, ImageDraw
-
-    with open(csv_path) as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return
-    steps = [int(r["step"]) for r in rows]
-    loss = [float(r["loss"]) for r in rows]
-    W, H, pad = 640, 360, 40
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    lo, hi = min(loss), max(loss)
-    hi = hi if hi > lo else lo + 1.0
-    s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
-
-    def xy(s, v):
-        return pad + (W - 2 * pad) * (s - s0) / (s1 - s0), H - pad - (H - 2 * pad) * (v - lo) / (hi - lo)
-
-    d.rectangle([pad, pad, W - pad, H - pad], outline="black")
-    d.line([xy(s, v) for s, v in zip(steps, loss)], fill=(200, 40, 40), width=2)
-    d.text((pad, 10), f"training loss (steps {s0}-{s1}; {lo:.3g} .. {hi:.3g})", fill="black")
-    atomic_write(png_path, lambda fh: img.save(fh, format="PNG"))
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -226,15 +162,16 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
         channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device))
     if rank == 0:
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
-    logger = Logger(work_dir, total_steps, enabled=rank == 0, resume=bool(resume))
+    monitor = TrainMonitor(work_dir, total_steps, start, cfg.log_every, cfg.image_every, enabled=rank == 0,
+                           resume=bool(resume), body=body)
     watch = NonFiniteWatch(device, loader.dataset_names)
 
     model.train()
     it = loader.iter_from(start)
     timer = ctx.timer  # phases: spin_fast.train.timing
-    window_t, window_n = time.perf_counter(), 0
     last = {}
     for step in range(start + 1, total_steps + 1):
+        monitor.begin(step, ctx)
         with timer.phase("data", host=True):
             batch = next(it)
         if start and step == start + 1:
@@ -249,30 +186,19 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
             loss.backward()
             optimizer.step()
             scheduler.step()
-        window_n += batch["img"].shape[0] * world
-        if step % cfg.log_every == 0 or step % cfg.ckpt_every == 0 or step == total_steps:
+        if monitor.is_log_step(step) or step % cfg.ckpt_every == 0:
             watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
-        if step % cfg.log_every == 0 or step == total_steps:
-            # the host syncs of a logging step: the logged tensors become numbers, the timers are read
-            last = {k: float(v) for k, v in logs.items()}
-            steps_in_window = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            phases = timer.read()
-            dt = time.perf_counter() - window_t
-            last.update(images_per_s=window_n / dt, lr=scheduler.get_last_lr()[0],
-                        **{f"{k}_ms": 1000 * phases.get(k, 0.0) / max(steps_in_window, 1)
-                           for k in ("data", "forward", "smplify", "backward")})
-            logger.log(step, last)
-            window_t, window_n = time.perf_counter(), 0
+        # progress every step; on logging steps the host syncs: logged tensors become numbers, timers are read
+        last = monitor.end(step, logs, batch, images=batch["img"].shape[0] * world, lr=scheduler.get_last_lr()[0],
+                           timer=timer) or last
         if step % cfg.ckpt_every == 0 or step == total_steps:
             _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
-    logger.close()
     if world > 1:
         # DDP re-broadcasts rank 0's buffers (BatchNorm statistics) at every forward; do it once more
         # so the ranks also end identical (parameters already are: gradients are all-reduced)
         for buf in model.buffers():
             dist.broadcast(buf, 0)
-    if rank == 0 and (work_dir / "log.csv").is_file():
-        plot_loss_curve(work_dir / "log.csv", work_dir / "loss_curve.png")
+    monitor.close()  # rank 0: loss_curve.png
     if world > 1:
         dist.barrier()
     result = {"step": total_steps, **last}

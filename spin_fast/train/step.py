@@ -36,7 +36,27 @@ class StepContext:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     sync_fits: SyncFits | None = None   # distributed: (dataset_id, index, updated) -> None
-    timer: PhaseTimer | None = None     # times step 3 as phase 'smplify' (spin_fast.train.timing)
+    timer: PhaseTimer | None = None     # times step 3 as phase 'smplify', the SMPLify call in it as
+    #                                     'smplify_fit' (spin_fast.train.timing)
+    keep_visuals: bool = False          # put the tensors a training-image summary draws in logs['visuals']
+
+
+class _TimedFitter:
+    """The step's fitter, its call timed as phase 'smplify_fit' and its result kept (for the logs)."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx, self.result = ctx, None
+
+    def __call__(self, *args, **kwargs):
+        with maybe_phase(self.ctx.timer, "smplify_fit"):
+            self.result = self.ctx.smplify(*args, **kwargs)
+        return self.result
+
+    def joint_loss(self, *args, **kwargs):
+        return self.ctx.smplify.joint_loss(*args, **kwargs)
+
+    def __getattr__(self, name):  # `flavor` and whatever else fit_in_loop reads off the fitter
+        return getattr(self.ctx.smplify, name)
 
 
 def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -59,9 +79,10 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     pred_px = perspective_projection(pred.joints, pred_cam_t)
 
     # 3. fits in the loop (no gradients), from the detached prediction
+    fitter = _TimedFitter(ctx) if ctx.smplify is not None else None
     with maybe_phase(ctx.timer, "smplify"), torch.no_grad():
         pred_aa = torch.nan_to_num(rotmat_to_axis_angle(pred_rotmat.detach()).reshape(B, 72), nan=0.0)
-        sel = fit_in_loop(ctx.body, ctx.smplify, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
+        sel = fit_in_loop(ctx.body, fitter, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
                           sync=ctx.sync_fits)
         target_vertices = ctx.body(sel.fit[:, 72:], sel.fit[:, 3:72], sel.fit[:, :3], joint_set="smpl_24").vertices
 
@@ -80,4 +101,11 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     logs = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()},
             "fit_updated": sel.updated.float().mean(), "valid_fit": sel.valid_fit.float().mean(),
             "fit_loss": sel.joint_loss.mean()}
+    if fitter is not None:
+        logs["smplify_loss"] = fitter.result.joint_loss.mean()  # SMPLify's final loss, before keeping the better fit
+    if ctx.keep_visuals:
+        fit, cam = (torch.cat([fitter.result.pose, fitter.result.betas], 1), fitter.result.cam_t) \
+            if fitter is not None else (sel.fit, sel.cam_t)
+        logs["visuals"] = {"pred_vertices": pred.vertices.detach(), "pred_cam_t": pred_cam_t.detach(),
+                           "fit": fit, "fit_cam_t": cam}
     return loss, logs
