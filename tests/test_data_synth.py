@@ -70,6 +70,34 @@ def test_files_in_the_real_formats(synth_root, bodies):
     assert len(sizes) > 10  # varied image sizes
 
 
+def test_bboxes_json_beside_the_images_is_what_the_demo_reads(synth_root):
+    """Each dataset's bboxes.json holds its HumanData boxes by image file name, in demo --bboxes' format."""
+    import json
+
+    from spin_fast.demo import list_images, read_bboxes
+
+    for name in ("coco", "pw3d"):
+        spec = DATASETS[name]
+        folder = spec.image_root(synth_root)
+        hd = HumanData(spec.npz_path(synth_root))
+        files = list_images(folder / "images")
+        boxes = read_bboxes(folder / "bboxes.json", [f.name for f in files])
+        assert sorted(boxes) == sorted(f.name for f in files) == sorted(p.split("/")[-1] for p in hd.image_path)
+        for i, rel in enumerate(hd.image_path):  # the loaders' crop centre and side of the same box
+            x, y, w, h = boxes[rel.split("/")[-1]]
+            np.testing.assert_allclose([x + w / 2, y + h / 2, max(w, h)], [*hd.center[i], hd.scale[i]], atol=0.02)
+        assert json.loads((folder / "bboxes.json").read_text())  # plain JSON
+
+
+def test_check_prints_plain_progress_lines_on_a_non_terminal_stderr(synth_root, capsys):
+    from spin_fast.data.check import check_data_root
+
+    reports = check_data_root(synth_root.root, ["lsp"])
+    assert reports[0].ok
+    err = capsys.readouterr().err
+    assert "\r" not in err and "check lsp: 4/4 imgs (100%) | elapsed 0:00:00 | ETA 0:00:00 |" in err
+
+
 def test_sample_pose_joint_limits():
     p = sample_pose(np.random.default_rng(0), 500).reshape(500, 24, 3)
     assert (p[:, 4, 0] >= 0).all() and (p[:, 5, 0] >= 0).all()         # knees bend one way

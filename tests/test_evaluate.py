@@ -190,3 +190,59 @@ def test_cli_on_synthetic_pw3d(pw3d_root, tmp_path, capsys):
         main(["--mean-pose", "--data-root", str(tmp_path / "never-read"), "--out", str(blocked / "res.json")])
     with pytest.raises(SystemExit, match="is a folder"):
         main(["--mean-pose", "--data-root", str(tmp_path / "never-read"), "--out", str(tmp_path)])
+
+
+def test_baseline_in_the_same_pass_equals_its_own_run(models, synthetic_assets):
+    """The mean-pose baseline scored beside a predictor equals evaluating the mean pose alone."""
+    batches, pose, betas = make_batches([3, 2], [-1] * 5, seed=3)  # neutral GT: the oracle scores 0
+    bodies = Bodies(models["neutral"], models["male"], models["female"])
+    mean = mean_pose_predictor(synthetic_assets.mean_params)
+    both = evaluate(oracle(pose, betas), batches, bodies, baseline=mean)
+    alone = evaluate(mean, batches, bodies)
+    assert both.mpjpe == pytest.approx(0.0, abs=1e-3) and alone.mpjpe > 10
+    assert both.baseline == pytest.approx({k: getattr(alone, k) for k in ("mpjpe", "pa_mpjpe", "pve")}, rel=1e-9)
+    assert alone.baseline is None
+
+
+def test_cli_work_dir_baseline_histogram_and_events(pw3d_root, tmp_path, capsys):
+    """--work-dir: its latest checkpoint is scored beside the mean pose, the metrics land in its
+    TensorBoard events at the checkpoint's step; --histogram draws one panel per metric; stderr
+    (not a terminal here) gets a plain progress line with ETA."""
+    import re
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from spin_fast.evaluate.__main__ import main
+    from spin_fast.plots import error_histogram_figure
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"meta": {"step": 7}, "state_dict": HMR("resnet18", mean_params=pw3d_root / "body_models" /
+                                                       "smpl_mean_params.npz").state_dict()},
+               run / "checkpoints" / "latest.pth")
+    report = main(["--work-dir", str(run), "--data-root", str(pw3d_root), "--batch-size", "2", "--loader",
+                   "reference", "--threads", "1", "--out", str(tmp_path / "r.json"),
+                   "--histogram", str(tmp_path / "errors.png")])
+    captured = capsys.readouterr()
+    mean = main(["--mean-pose", "--data-root", str(pw3d_root), "--batch-size", "3", "--loader", "reference",
+                 "--threads", "1"])
+    capsys.readouterr()
+    assert report["baseline"] == pytest.approx({k: mean[k] for k in ("mpjpe", "pa_mpjpe", "pve")}, rel=1e-6)
+    assert f"mean-pose baseline, same samples:  MPJPE {mean['mpjpe']:.2f} mm" in captured.out
+    assert re.search(r"evaluate pw3d: 3/3 imgs \(100%\) \| elapsed \d+:\d\d:\d\d \| ETA 0:00:00 \| [\d.]+ img/s",
+                     captured.err), captured.err
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    for k in ("mpjpe", "pa_mpjpe", "pve", "mean_pose_pa_mpjpe"):
+        (event,) = acc.Scalars(f"eval/pw3d/{k}")
+        want = report[k] if not k.startswith("mean_pose_") else report["baseline"][k[len("mean_pose_"):]]
+        assert event.step == 7 and event.value == pytest.approx(want, rel=1e-6)
+    png = Image.open(tmp_path / "errors.png")
+    assert png.format == "PNG" and (np.asarray(png.convert("L")) < 128).mean() > 0.005
+    fig = error_histogram_figure({"mpjpe": [1.0, 2.0, 4.0], "pve": [3.0, 3.5, 9.0]}, baseline={"mpjpe": 5.0})
+    a, b = fig.get_axes()
+    assert (a.get_title(), b.get_title()) == ("mpjpe", "pve") and a.get_xlabel() == "error (mm)"
+    assert sum(p.get_height() for p in a.patches) == 3  # every sample counted once
+    assert [list(line.get_xdata()) for line in a.get_lines()] == [[7 / 3, 7 / 3], [5.0, 5.0]]  # mean, baseline

@@ -45,7 +45,9 @@ def check_dataset(paths: AssetPaths, name: str, decode: bool = False) -> Dataset
         except HumanDataError as e:
             rep.errors.append(str(e))
     root = spec.image_root(paths)
-    for rel in dict.fromkeys(hd.image_path.tolist()):  # each distinct file once
+    from spin_fast.progress import track
+
+    for rel in track(list(dict.fromkeys(hd.image_path.tolist())), f"check {name}", unit="img"):  # each file once
         path = root / rel
         if not path.is_file():
             rep.missing.append(str(path))

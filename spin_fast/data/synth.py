@@ -4,6 +4,8 @@
 with `spin_fast.assets.write_assets` when missing), for each of the six training sets and 3DPW:
 
     datasets/<folder>/images/NNNNN.jpg              JPEGs of varied sizes, backgrounds, people
+    datasets/<folder>/bboxes.json                   {"NNNNN.jpg": [x, y, w, h]}: the person boxes, as
+                                                    `python -m spin_fast.demo --bboxes` reads them
     preprocessed_datasets/<ann_file>.npz            HumanData: image_path, bbox_xywh, keypoints2d
                                                     (some invisible), keypoints3d (h36m, 3dhp, pw3d),
                                                     smpl + has_smpl (h36m all, 3dhp half, pw3d all),
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spin_fast.atomic import atomic_write_bytes
+from spin_fast.atomic import atomic_write_bytes, atomic_write_json
 from spin_fast.config import AssetPaths
 from spin_fast.constants import GT_PELVIS_MPII, NUM_OPENPOSE_JOINTS
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
@@ -36,7 +38,7 @@ from spin_fast.data.humandata import spin49_to_humandata, write_humandata, write
 from spin_fast.geometry import rotmat_to_axis_angle
 from spin_fast.render import project, render_mesh
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bboxes.json beside each dataset's images
 MARKER = "SYNTHETIC_DATASETS.txt"
 PER_DATASET = 32
 # dataset -> (fraction with has_smpl, writes keypoints3d, gendered)
@@ -126,8 +128,10 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 
 # --- one dataset ------------------------------------------------------------------------------------
-def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.random.Generator) -> dict:
-    """Render n samples of dataset `name` and write its images, HumanData file and static fits."""
+def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.random.Generator,
+                   progress=None) -> dict:
+    """Render n samples of dataset `name` and write its images, HumanData file and static fits
+    (`progress`: a spin_fast.progress.Progress advanced once an image)."""
     from PIL import Image
 
     spec = DATASETS[name]
@@ -176,7 +180,11 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
         lo, hi = vuv.min(0), vuv.max(0)
         c, wh = (lo + hi) / 2, (hi - lo) * rng.uniform(1.05, 1.2)
         bboxes[i] = [c[0] - wh[0] / 2, c[1] - wh[1] / 2, wh[0], wh[1]]
+        if progress is not None:
+            progress.update(1)
 
+    atomic_write_json({Path(rel).name: [round(float(v), 2) for v in box] for rel, box in zip(image_paths, bboxes)},
+                      image_dir / "bboxes.json")
     has_smpl = rng.uniform(size=n) < smpl_frac
     smpl_pose = np.where(has_smpl[:, None], pose, 0.0)
     smpl_betas = np.where(has_smpl[:, None], betas, 0.0)
@@ -214,8 +222,11 @@ def write_synthetic_datasets(root: str | os.PathLike, assets: str | os.PathLike 
 
     bodies = {g: BodyModel.from_paths(model_paths, g, dtype=torch.float32) for g in ("neutral", "male", "female")}
     n = per_dataset if per_dataset is not None else PER_DATASET * int(scale)
-    for k, name in enumerate(names):
-        render_dataset(name, n, paths, bodies, np.random.default_rng([seed, k]))
+    from spin_fast.progress import Progress
+
+    with Progress(n * len(names), "synth", unit="img") as bar:
+        for k, name in enumerate(names):
+            render_dataset(name, n, paths, bodies, np.random.default_rng([seed, k]), progress=bar)
     atomic_write_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
     return paths
 

@@ -58,6 +58,7 @@ class EvalResult:
     images_per_s: float   # num_samples / seconds
     loader_seconds: float = 0.0  # time spent waiting for the next batch
     per_sample: dict = field(default_factory=dict, repr=False)  # metric -> (N,) CPU tensor, if kept
+    baseline: dict | None = None  # metric -> mean (mm) of the `baseline` predictor on the same samples
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -152,11 +153,29 @@ def ground_truth(bodies: Bodies, pose: torch.Tensor, betas: torch.Tensor, gender
 
 
 @torch.no_grad()
+def _metrics(predict: Predictor, img, bodies: Bodies, gt_verts, gt_joints) -> torch.Tensor:
+    """(3, B) per-sample MPJPE, PA-MPJPE, PVE (mm) of `predict` against the ground truth."""
+    # 1. network
+    rotmat, pred_betas = predict(img)
+    # 2. SMPL: neutral prediction (the ground truth is gendered)
+    pred = bodies.neutral(pred_betas.float(), rotmat[:, 1:].float(), rotmat[:, :1].float(), joint_set="h36m_17")
+    # 3. metrics (per sample, mm)
+    m = pw3d_metrics(pred.joints, gt_joints, pred.vertices, gt_verts)
+    return torch.stack([m[k].double() for k in METRICS])
+
+
 def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, device=None,
-             keep_per_sample: bool = False, sync_timing: bool = False) -> EvalResult:
-    """Mean MPJPE / PA-MPJPE / PVE (mm) of `predict` over `batches` (see the module docstring)."""
+             keep_per_sample: bool = False, sync_timing: bool = False, baseline: Predictor | None = None,
+             progress=None) -> EvalResult:
+    """Mean MPJPE / PA-MPJPE / PVE (mm) of `predict` over `batches` (see the module docstring).
+
+    baseline: a second predictor scored on the same samples in the same pass (the mean pose), its means
+    in `result.baseline`; its time is left out of `seconds` and `images_per_s`. progress: a
+    `spin_fast.progress.Progress` in images, advanced after every batch (no host sync)."""
     device = torch.device(device) if device is not None else bodies.neutral.v_template.device
     sums = torch.zeros(len(METRICS), dtype=torch.float64, device=device)
+    base_sums = torch.zeros_like(sums)
+    base_s = 0.0
     per_sample: dict[str, list] = {m: [] for m in METRICS}
     n = 0
     loader_s = 0.0
@@ -169,7 +188,8 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
             batch = next(it)
         except StopIteration:
             break
-        loader_s += time.perf_counter() - t0
+        t_data = time.perf_counter()
+        loader_s += t_data - t0
         B = _check_batch(batch, i)
         if B == 0:
             continue
@@ -177,15 +197,13 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
         pose, betas = batch["pose"].to(device), batch["betas"].to(device)
         gender = gender_ids(batch["gender"])  # left where the loader put it (see ground_truth)
 
-        # 1. network
-        rotmat, pred_betas = predict(img)
-        # 2. SMPL: neutral prediction, gendered ground truth
-        pred = bodies.neutral(pred_betas.float(), rotmat[:, 1:].float(), rotmat[:, :1].float(), joint_set="h36m_17")
         gt_verts, gt_joints = ground_truth(bodies, pose, betas, gender)
-        # 3. metrics (per sample, mm)
-        m = pw3d_metrics(pred.joints, gt_joints, pred.vertices, gt_verts)
-        values = torch.stack([m[k].double() for k in METRICS])  # (3, B)
+        values = _metrics(predict, img, bodies, gt_verts, gt_joints)  # (3, B)
         sums += values.sum(1)
+        if baseline is not None:
+            t_base = time.perf_counter()
+            base_sums += _metrics(baseline, img, bodies, gt_verts, gt_joints).sum(1)
+            base_s += time.perf_counter() - t_base
         if keep_per_sample:
             for k, v in zip(METRICS, values):
                 per_sample[k].append(v.cpu())
@@ -193,14 +211,18 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
         i += 1
         if sync_timing and device.type == "cuda":
             torch.cuda.synchronize(device)
+        if progress is not None:
+            # host times: on CUDA the network's share is queued work until the final sync
+            progress.update(B, phases={"data": t_data - t0, "network+metrics": time.perf_counter() - t_data})
     if n == 0:
         raise ValueError("evaluate: the batches held no samples")
     means = (sums / n).tolist()  # the one host sync: waits for every queued kernel
-    seconds = time.perf_counter() - t_start
+    seconds = time.perf_counter() - t_start - base_s
     return EvalResult(
         num_samples=n, **dict(zip(METRICS, means)), seconds=seconds, images_per_s=n / seconds,
         loader_seconds=loader_s,
-        per_sample={k: torch.cat(v) for k, v in per_sample.items()} if keep_per_sample else {})
+        per_sample={k: torch.cat(v) for k, v in per_sample.items()} if keep_per_sample else {},
+        baseline=dict(zip(METRICS, (base_sums / n).tolist())) if baseline is not None else None)
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
