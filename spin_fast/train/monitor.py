@@ -100,6 +100,7 @@ class TrainMonitor:
         if "visuals" in logs and self.enabled:
             self.tb.add_image("train/crops", training_images(batch, logs["visuals"], self.body), step,
                               dataformats="HWC")
+            self.tb.flush()
         return values
 
     def _write(self, step: int, values: dict) -> None:
@@ -117,6 +118,7 @@ class TrainMonitor:
         for key, tag in TAGS.items():
             if key in values and math.isfinite(values[key]):
                 self.tb.add_scalar(tag, values[key], step)
+        self.tb.flush()  # on disk now: a run that stops with an error keeps its curves
 
     def close(self) -> None:
         """Close the files and draw loss_curve.png from log.csv."""
