@@ -129,3 +129,29 @@ def test_progress_lines_on_a_non_terminal_stderr(run):
     for ln in lines:
         assert re.search(r"elapsed \d+:\d\d:\d\d \| ETA \d+:\d\d:\d\d \| [\d.]+ img/s \| data \d+ ms  network \d+ ms"
                          r"  SMPLify \d+ ms  fits \d+ ms \| loss [\d.e+-]+", ln), ln
+
+
+def test_the_timed_fitter_is_the_fitter_to_fit_in_loop():
+    """The step's timing wrapper passes calls, joint_loss and attributes (the SMPLify flavor that
+    fit_in_loop reads) through to the fitter, keeps the call's result and times it as 'smplify_fit'."""
+    from types import SimpleNamespace
+
+    from spin_fast.train.step import StepContext, _TimedFitter
+    from spin_fast.train.timing import PhaseTimer
+
+    class Fitter:
+        flavor = "spin"
+
+        def __call__(self, pose, betas, cam, kp):
+            return SimpleNamespace(joint_loss=pose.sum(1))
+
+        def joint_loss(self, pose, *rest):
+            return 2 * pose.sum(1)
+
+    ctx = StepContext(model=None, body=None, fits=None, smplify=Fitter(), loss_weights={}, timer=PhaseTimer())
+    timed = _TimedFitter(ctx)
+    pose = torch.ones(3, 72)
+    assert timed.flavor == "spin"
+    assert torch.equal(timed(pose, None, None, None).joint_loss, torch.full((3,), 72.0))
+    assert timed.result.joint_loss.shape == (3,) and set(ctx.timer.read()) == {"smplify_fit"}
+    assert torch.equal(timed.joint_loss(pose), torch.full((3,), 144.0))

@@ -69,7 +69,8 @@ class DataConfig:
     mix_preset: str | None = None    # the ratios when data.mix is none: mmhuman3d's fixed ones, or spin's (h36m 0.3,
     #                                  mpi_inf_3dhp 0.1, 0.6 over the rest by size)
     batch_size: int | None = None    # images per step and process
-    loader: str = "auto"             # data loader backend (spin_fast.data); auto: DALI when importable
+    loader: str = "auto"             # data loader backend (spin_fast.data); auto: dali, else torchvision on a
+    #                                  CUDA device, the reference loader on the CPU
     threads: int = 2                 # CPU threads for decoding and augmentation
     rot_prob: float | None = None    # probability of a random rotation augmentation
     augmentation: str | None = None  # crop geometry: mmhuman3d flips the image, then rotates; spin is SPIN's
