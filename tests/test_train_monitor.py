@@ -16,20 +16,16 @@ SCALAR_TAGS = {"loss/total", *(f"loss/{t}" for t in LOSS_TERMS), "train/lr", "tr
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A 2-step run (training images at step 2) on a small synthetic data root; its stderr captured."""
+def run(tmp_path_factory, synthetic_data):
+    """A 2-step run (training images at step 2) on the session's synthetic data root; its stderr captured."""
     import contextlib
     import io
 
-    from spin_fast.assets import write_assets
-    from spin_fast.data.synth import write_synthetic_datasets
     from spin_fast.train.loop import train
 
     tmp = tmp_path_factory.mktemp("monitor")
-    write_assets(tmp / "data", seed=0)
-    write_synthetic_datasets(tmp / "data", per_dataset=8)
     cfg = build_config(overrides={
-        "data.root": str(tmp / "data"), "work_dir": str(tmp / "run"), "model.backbone": "resnet18",
+        "data.root": str(synthetic_data().root), "work_dir": str(tmp / "run"), "model.backbone": "resnet18",
         "model.bf16": "false", "model.channels_last": "false", "data.batch_size": "4", "data.loader": "reference",
         "data.threads": "1", "smplify.stage1_iters": "2", "smplify.stage2_iters": "2", "log_every": "1",
         "ckpt_every": "2", "image_every": "2", "max_steps": "2"})
