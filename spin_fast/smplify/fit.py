@@ -63,6 +63,13 @@ _FLAVORS = {
 }
 
 
+def stage2_keep(keypoints2d: torch.Tensor) -> torch.Tensor:
+    """(J,) 0 for the joints SMPLify's stage 2 ignores (STAGE2_IGNORED_JOINTS), 1 elsewhere, in the
+    keypoints' dtype on their device (a cached constant: no host-to-device copy)."""
+    keep = tuple(0.0 if j in STAGE2_IGNORED_JOINTS else 1.0 for j in range(keypoints2d.shape[1]))
+    return device_constant(keep, keypoints2d.device, keypoints2d.dtype)
+
+
 def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor, flavor: str = "spin",
                  focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
                  center: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,8 +78,7 @@ def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.T
     with the joints SMPLify ignores at zero confidence. Units are the flavor's (SPIN: GMoF of pixel
     residuals, weighted conf^2; mmhuman3d: of squared normalised residuals, weighted conf): compare
     only fits scored with the same flavor. center (B, 2): principal point (default the crop centre)."""
-    keep = tuple(0.0 if j in STAGE2_IGNORED_JOINTS else 1.0 for j in range(keypoints2d.shape[1]))
-    conf = keypoints2d[..., 2] * device_constant(keep, keypoints2d.device, keypoints2d.dtype)  # no index copy
+    conf = keypoints2d[..., 2] * stage2_keep(keypoints2d)
     return reprojection_loss(joints, cam_t, keypoints2d[..., :2], conf, focal_length, center, SMPLIFY_SIGMA,
                              flavor, img_res, "none")
 

@@ -23,9 +23,9 @@ from typing import Callable, Mapping, Protocol
 import torch
 
 from spin_fast.body.model import Body
-from spin_fast.constants import FOCAL_LENGTH, IMG_RES, STAGE2_IGNORED_JOINTS
+from spin_fast.constants import FOCAL_LENGTH, IMG_RES
 from spin_fast.smplify.camera import estimate_camera_translation
-from spin_fast.smplify.fit import fitting_loss
+from spin_fast.smplify.fit import fitting_loss, stage2_keep
 from spin_fast.smplify.fits import FitsStore, Selection, reaugment
 from spin_fast.smplify.result import SMPLifyResult
 
@@ -60,11 +60,7 @@ def spin_trainer_keypoints(keypoints2d: torch.Tensor) -> torch.Tensor:
     stage 1 never sees a complete OpenPose torso and always fits the GT torso (27, 28, 33, 34), even
     when all four OpenPose torso joints are visible. Stage 2 ignores those joints anyway. The input is
     not modified."""
-    joint = torch.arange(keypoints2d.shape[1], device=keypoints2d.device)  # built on the device: no copy, no sync
-    ignored = torch.zeros_like(joint, dtype=torch.bool)
-    for j in STAGE2_IGNORED_JOINTS:
-        ignored = ignored | (joint == j)
-    conf = torch.where(ignored, torch.zeros_like(keypoints2d[..., 2]), keypoints2d[..., 2])
+    conf = torch.where(stage2_keep(keypoints2d) > 0, keypoints2d[..., 2], torch.zeros_like(keypoints2d[..., 2]))
     return torch.cat([keypoints2d[..., :2], conf[..., None]], -1)
 
 
