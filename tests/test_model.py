@@ -197,3 +197,42 @@ def test_gradients_reach_backbone_and_head():
         g = dict(model.named_parameters())[name].grad
         assert g is not None and g.abs().sum() > 0, name
     assert model.head.init_pose.grad is None  # buffer, not a parameter
+
+
+def test_input_res_resizes_as_pil_does_before_the_backbone():
+    """With input_res the network sees the crop resized as PIL's antialiased bilinear resize makes it
+    (an independent implementation), and an image already at that side is left alone."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = HMR("resnet18", input_res=64).eval()
+    for dec in (model.head.decpose, model.head.decshape, model.head.deccam):
+        torch.nn.init.normal_(dec.weight, std=0.01)
+    plain = HMR("resnet18").eval()
+    plain.load_state_dict(model.state_dict())
+    img = torch.rand(2, 3, 224, 224)
+    small = torch.from_numpy(np.stack([np.stack([
+        np.asarray(Image.fromarray(img[b, c].numpy(), mode="F").resize((64, 64), Image.BILINEAR))
+        for c in range(3)]) for b in range(2)]))
+    with torch.no_grad():
+        got, want = model(img), plain(small)
+        same = model(small)
+    assert (want.pose6d - model.head.init_pose).abs().max() > 0.05  # the outputs depend on the image
+    torch.testing.assert_close(got.pose6d, want.pose6d, atol=2e-4, rtol=0)
+    torch.testing.assert_close(got.cam, want.cam, atol=2e-4, rtol=0)
+    torch.testing.assert_close(same.pose6d, want.pose6d, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="input_res"):
+        HMR("resnet18", input_res=16)
+
+
+def test_load_model_takes_input_res_from_a_spin_fast_checkpoint(tmp_path):
+    from spin_fast.model.checkpoint_import import CheckpointError, load_model
+
+    sd = {f"{k}": v for k, v in HMR("resnet18").state_dict().items()}
+    for meta, want in (({"step": 1, "config": {"model": {"input_res": 64}}}, 64),
+                       ({"step": 1, "config": {"model": {"input_res": None}}}, None), ({}, None)):
+        torch.save({"meta": meta, "state_dict": sd}, tmp_path / "c.pth")
+        assert load_model(tmp_path / "c.pth").input_res == want
+    torch.save({"meta": {"config": {"model": {"input_res": "64"}}}, "state_dict": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad\.pth.*meta\.config\.model\.input_res"):
+        load_model(tmp_path / "bad.pth")

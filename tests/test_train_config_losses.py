@@ -34,6 +34,7 @@ def test_precedence_defaults_demo_file_flags(tmp_path):
     ({"model.backbone": "vgg"}, "'model.backbone' must be one of"),
     ({"smplify.stage1_iters": "-3"}, "'smplify.stage1_iters' must be >= 0"),
     ({"data.rot_prob": "1.5"}, "'data.rot_prob' must be in"),
+    ({"model.input_res": "16"}, "'model.input_res' must be >= 32"),
     ({"model.bf16": "maybe"}, "'model.bf16' must be true or false"),
     ({"optim.learning_rate": "1"}, "unknown config key 'optim.learning_rate'"),
 ])

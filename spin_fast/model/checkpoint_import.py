@@ -129,14 +129,27 @@ def infer_backbone(ckpt: Mapping, source: str = "checkpoint") -> str:
                           f"(first keys: {', '.join(list(sd)[:4])})")
 
 
+def trained_input_res(ckpt: Mapping, source: str = "checkpoint") -> int | None:
+    """The network input side a spin_fast run trained with (its config's model.input_res, kept in the
+    checkpoint's meta); None for mmhuman3d / SPIN checkpoints and runs at the crop's own 224."""
+    meta = ckpt.get("meta") if isinstance(ckpt, Mapping) else None
+    config = meta.get("config") if isinstance(meta, Mapping) else None
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    res = model_cfg.get("input_res") if isinstance(model_cfg, Mapping) else None
+    if res is not None and (isinstance(res, bool) or not isinstance(res, int) or res < 32):
+        raise CheckpointError(f"{source}: meta.config.model.input_res is {res!r}, expected an int >= 32 or None")
+    return res
+
+
 def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust: bool = False,
                device=None) -> torch.nn.Module:
     """An HMR network (eval mode) with the weights of `checkpoint` (mmhuman3d, SPIN or spin_fast);
-    the backbone depth is read from the weights unless given."""
+    the backbone depth is read from the weights unless given, the input side from a spin_fast
+    checkpoint's config."""
     from spin_fast.model.hmr import HMR
 
     ckpt = read_checkpoint(checkpoint, trust=trust)
     arch = backbone or infer_backbone(ckpt, os.fspath(checkpoint))
-    model = HMR(arch, mean_params=mean_params)
+    model = HMR(arch, mean_params=mean_params, input_res=trained_input_res(ckpt, os.fspath(checkpoint)))
     load_hmr_weights(model, ckpt, source=os.fspath(checkpoint))
     return model.to(device).eval()

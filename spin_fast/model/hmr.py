@@ -9,6 +9,9 @@ checkpoint's state_dict (less its body-model and discriminator entries) loads as
         x = drop(fc2(drop(fc1(x))))                                 no ReLU (as SPIN)
         pose, shape, cam += decpose(x), decshape(x), deccam(x)
     rotmat = rot6d_to_rotmat(pose)                                  (B, 24, 3, 3)
+With `input_res` set, the backbone sees the crop resized to input_res x input_res (bilinear,
+antialiased) first: fewer pixels, much less convolution work (quick runs); the labels, camera and
+SMPLify stay in the 224-pixel crop's coordinates, as the weak-perspective camera is resolution-free.
 Under bf16 autocast the convolutions and linears run in bf16; the running estimates start from
 fp32 buffers, so the sums (and everything returned) stay fp32.
 """
@@ -21,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from spin_fast.geometry import rot6d_to_rotmat
 from spin_fast.model.resnet import ResNet
@@ -113,17 +117,24 @@ class HMR(nn.Module):
     """img (B, 3, 224, 224), ImageNet-normalised RGB -> HMROutput(rotmat, betas, cam, pose6d).
 
     backbone: 'resnet50' (SPIN) or 'resnet18' (quick runs); mean_params: path of
-    smpl_mean_params.npz, a dict {pose (144,), shape (10,), cam (3,)}, or None (identity pose).
+    smpl_mean_params.npz, a dict {pose (144,), shape (10,), cam (3,)}, or None (identity pose);
+    input_res: side the image is resized to before the backbone (None: as given).
     """
 
-    def __init__(self, backbone: str = "resnet50", mean_params=None, n_iter: int = 3):
+    def __init__(self, backbone: str = "resnet50", mean_params=None, n_iter: int = 3, input_res: int | None = None):
         super().__init__()
+        if input_res is not None and (isinstance(input_res, bool) or not isinstance(input_res, int) or input_res < 32):
+            raise ValueError(f"input_res: got {input_res!r}, expected None or an int >= 32 (the backbone's stride)")
+        self.input_res = input_res
         self.backbone = ResNet(backbone)
         self.head = HMRHead(self.backbone.feature_dim, mean_params, n_iter)
 
     def forward(self, img: torch.Tensor) -> HMROutput:
         if img.dim() != 4 or img.shape[1] != 3:
             raise ValueError(f"img: got shape {tuple(img.shape)}, expected (B, 3, H, W)")
+        r = self.input_res
+        if r is not None and tuple(img.shape[-2:]) != (r, r):
+            img = F.interpolate(img, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         feat = self.backbone(img).mean((2, 3))  # (B, F): the global average pool
         pose6d, betas, cam = self.head(feat)
         rotmat = rot6d_to_rotmat(pose6d.reshape(-1, 24, 6))

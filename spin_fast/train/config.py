@@ -82,6 +82,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"       # HMR backbone
+    input_res: int | None = None     # side the 224-pixel crop is resized to before the backbone (much less work
+    #                                  at e.g. 64, less detail; labels and camera stay in crop pixels); none: 224
     pretrained: str | None = None    # HMR checkpoint to start from (mmhuman3d, SPIN or spin_fast); none: random
     bf16: bool = True                # autocast the network in bf16 on CUDA (SMPL, SMPLify, losses stay fp32)
     channels_last: bool = True       # channels-last memory format for the network (faster convolutions)
@@ -303,6 +305,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]!r}")
+    if cfg.model.input_res is not None and cfg.model.input_res < 32:
+        raise ConfigError(f"config key 'model.input_res' must be >= 32 (the backbone's stride) or none, "
+                          f"got {cfg.model.input_res}")
     if not 0.0 <= cfg.data.rot_prob <= 1.0:
         raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
     mix = cfg.data.mix
@@ -375,6 +380,8 @@ def _allowed(key: str, hint) -> str:
         text = "true | false"
     elif key == "data.rot_prob":
         text = "number in [0, 1]"
+    elif key == "model.input_res":
+        text = "integer >= 32"
     elif base in (int, float):
         kind = "integer" if base is int else "number"
         text = f"{kind} > 0" if key in POSITIVE else f"{kind} >= 0" if key in NON_NEGATIVE else kind

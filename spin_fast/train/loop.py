@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
             dist.barrier()
 
     body = BodyModel.from_paths(paths).to(device)
-    model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params).to(device)
+    model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params, input_res=cfg.model.input_res).to(device)
     if cfg.model.pretrained:
         from spin_fast.model.checkpoint_import import load_hmr_weights
 
