@@ -148,7 +148,8 @@ def test_the_trainer_trains_from_the_written_file(data_root, tmp_path):
         "data.root": str(data_root), "work_dir": str(tmp_path / "run"), "data.mix": {"h36m": 1.0},
         "model.backbone": "resnet18", "model.bf16": "false", "model.channels_last": "false",
         "data.batch_size": "4", "data.loader": "reference", "data.threads": "1", "smplify.stage1_iters": "3",
-        "smplify.stage2_iters": "3", "log_every": "1", "ckpt_every": "2", "max_steps": "2"})
+        "smplify.stage2_iters": "3", "log_every": "1", "ckpt_every": "2", "max_steps": "2",
+        "model.input_res": "64"})
     result = train(cfg, return_state=True)
     assert result["step"] == 2 and np.isfinite(result["loss"])
     store = result["state"]["fits"].numpy()

@@ -265,7 +265,7 @@ def test_full_disk_keeps_the_previous_checkpoint(data_root, base_run, tmp_path, 
     args = ["--data-root", str(data_root), "--work-dir", str(work), "--backbone", "resnet18", "--model.bf16", "false",
             "--model.channels_last", "false", "--batch-size", "4", "--data.loader", "reference", "--data.threads", "1",
             "--smplify.stage1_iters", "3", "--smplify.stage2_iters", "3", "--log_every", "1", "--ckpt_every", "2",
-            "--optim.lr", "1e-4", "--max-steps", "6", "--resume"]
+            "--optim.lr", "1e-4", "--max-steps", "6", "--model.input_res", "64", "--resume"]
     import io
     import contextlib
 

@@ -26,7 +26,7 @@ def small_config(data_root, work_dir, **extra):
         "data.root": str(data_root), "work_dir": str(work_dir), "model.backbone": "resnet18", "model.bf16": "false",
         "model.channels_last": "false", "data.batch_size": "4", "data.loader": "reference", "data.threads": "1",
         "smplify.stage1_iters": "3", "smplify.stage2_iters": "3", "log_every": "1", "ckpt_every": "2",
-        "optim.lr": "1e-4",
+        "optim.lr": "1e-4", "model.input_res": "64",  # a 64-pixel network input: the same step, ~10x less convolution
     }
     overrides.update({k: str(v) for k, v in extra.items()})
     return build_config(overrides=overrides)
@@ -41,7 +41,7 @@ def test_two_steps_end_to_end(data_root, tmp_path):
 
     root = tmp_path / "data"
     shutil.copytree(data_root, root, ignore=shutil.ignore_patterns("static_fits"))
-    cfg = small_config(root, tmp_path / "run", max_steps=2)
+    cfg = small_config(root, tmp_path / "run", max_steps=2, **{"model.input_res": "none"})  # the full 224 input
     result = train(cfg, return_state=True)
     assert result["step"] == 2 and torch.isfinite(torch.tensor(result["loss"]))
     assert result["smplify_ms"] > 0 and result["fit_updated"] > 0
@@ -67,7 +67,8 @@ def _cli_args(data_root, work_dir, steps):
     return ["--data-root", str(data_root), "--work-dir", str(work_dir), "--backbone", "resnet18",
             "--model.bf16", "false", "--model.channels_last", "false", "--batch-size", "4",
             "--data.loader", "reference", "--data.threads", "1", "--smplify.stage1_iters", "3",
-            "--smplify.stage2_iters", "3", "--log_every", "1", "--ckpt_every", "2", "--max-steps", str(steps)]
+            "--smplify.stage2_iters", "3", "--log_every", "1", "--ckpt_every", "2", "--max-steps", str(steps),
+            "--model.input_res", "64"]
 
 
 def _free_port():
