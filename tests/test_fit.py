@@ -26,15 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Synthetic assets + the rendered h36m stand-in (32 samples, all with GT SMPL)."""
-    from spin_fast.assets import write_assets
-    from spin_fast.data.synth import write_synthetic_datasets
-
-    root = tmp_path_factory.mktemp("fit") / "data"
-    write_assets(root, seed=0)
-    write_synthetic_datasets(root, names=("h36m",))
-    return root
+def data_root(synthetic_data):
+    """The session's synthetic assets + its rendered h36m stand-in (32 samples, all with GT SMPL);
+    read-only: tests that write into a data root copy it first."""
+    return synthetic_data(names=("h36m",)).root
 
 
 @pytest.fixture(scope="module")

@@ -1,53 +1,51 @@
-"""A model trained for a few hundred steps on the synthetic stand-in scores better than the mean-pose
-prediction on the synthetic 3DPW-format split, through the user-facing commands.
+"""A model trained on the synthetic stand-in scores better than the mean-pose prediction on the
+synthetic 3DPW-format split, through the user-facing commands (`spin_fast.train` with no data root,
+then `spin_fast.evaluate`, whose report scores the mean pose on the same samples).
 
-The run weights the OpenPose 2D joints by 1 (the synthetic labels for them are exact).
+What makes it short: the network sees the crops at 64 pixels (`model.input_res`, about a tenth of
+the convolution work at 224), a learning rate of 3e-4 (1e-3 diverges) and batches of 16 for 80 steps
+(about 7 passes over the 192 training images), SMPLify at 5 + 5 iterations in the loop, on the
+session's stand-in (the files the synthetic default writes, rendered once for the whole test run).
 
-Measured 2026-11-28 with the earlier loss averaging: trained 147.38 mm vs mean pose 160.36 mm PA-MPJPE.
-Measured 2026-12-01 with the mmhuman3d preset as it now reproduces mmhuman3d's mesh_estimator.py
-(keypoint losses over the entries of positive confidence, OpenPose joints in both keypoint losses, its
-SMPLify flavor in the loop, its flip-then-rotate crop): trained 164.52 mm vs mean pose 160.36 mm
-PA-MPJPE, while MPJPE (276.63 vs 340.86 mm) and PVE (256.94 vs 309.68 mm) are far better; about 21
-minutes of training on 2 idle cores. So the test asserts the MPJPE and PVE gains and reports the
-PA-MPJPE comparison as an expected failure (xfail, with both numbers) until the run beats the mean pose
-there again; a failed command, a timeout or a lost MPJPE/PVE gain fails the test.
+Measured on 2 idle cores: about 40 s of training; trained MPJPE ~297 mm against the mean pose's
+340.86, PVE ~276 against 309.68, PA-MPJPE ~197 against 160.36. A run this short learns the global
+orientation and the body's size (what MPJPE and PVE measure after pelvis alignment) but not yet the
+articulation that PA-MPJPE is left with after the Procrustes alignment: a 600-step run at the full
+224 input got 164.52 mm there with the mmhuman3d preset and 147.38 with SPIN-style loss averaging.
+So the test asserts the MPJPE and PVE gains and reports the PA-MPJPE comparison as an expected
+failure (xfail, with both numbers) while it does not beat the mean pose; a failed command or a lost
+MPJPE/PVE gain fails the test.
 """
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(args, env):
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=3000)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
 
 @pytest.mark.slow
-def test_trained_model_beats_mean_pose_on_synthetic_3dpw(tmp_path):
-    env = {**os.environ, "SPIN_FAST_CACHE": str(tmp_path / "cache")}
-    env.pop("SPIN_FAST_DATA_ROOT", None)
+def test_trained_model_beats_mean_pose_on_synthetic_3dpw(synthetic_data, tmp_path, monkeypatch):
+    from spin_fast.evaluate.__main__ import main as evaluate
+    from spin_fast.train.__main__ import main as train
+
+    # the synthetic default's data root is $SPIN_FAST_CACHE/synthetic/data: the session's stand-in
+    cache = tmp_path / "cache"
+    (cache / "synthetic").mkdir(parents=True)
+    (cache / "synthetic" / "data").symlink_to(synthetic_data().root)
+    monkeypatch.setenv("SPIN_FAST_CACHE", str(cache))
+    monkeypatch.delenv("SPIN_FAST_DATA_ROOT", raising=False)
+
     work = tmp_path / "run"
-    # the synthetic demo settings (resnet18, no data root), 4x the default dataset size, 600 steps
-    _run(["spin_fast.train", "--work-dir", str(work), "--data.synthetic_scale", "4", "--max-steps", "600",
-          "--batch-size", "16", "--optim.lr", "1e-4", "--smplify.stage1_iters", "5", "--smplify.stage2_iters", "5",
-          "--log_every", "50", "--ckpt_every", "600", "--loss.openpose_2d", "1.0"], env)
-    ckpt = work / "checkpoints" / "latest.pth"
-    _run(["spin_fast.evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "trained.json")], env)
-    _run(["spin_fast.evaluate", "--mean-pose", "--out", str(tmp_path / "mean.json")], env)
-    trained = json.loads((tmp_path / "trained.json").read_text())
-    mean = json.loads((tmp_path / "mean.json").read_text())
-    assert trained["synthetic"] and mean["synthetic"] and trained["num_samples"] == mean["num_samples"] > 0
+    assert train(["--work-dir", str(work), "--max-steps", "80", "--batch-size", "16", "--optim.lr", "3e-4",
+                  "--model.input_res", "64", "--smplify.stage1_iters", "5", "--smplify.stage2_iters", "5",
+                  "--log_every", "20", "--ckpt_every", "80", "--image_every", "0"]) == 0
+    evaluate(["--checkpoint", str(work / "checkpoints" / "latest.pth"), "--out", str(tmp_path / "eval.json")])
+    report = json.loads((tmp_path / "eval.json").read_text())
+    trained, mean = report, report["baseline"]
+    assert report["synthetic"] and report["num_samples"] > 0 and report["backbone"] == "resnet18"
     print(f"PA-MPJPE trained {trained['pa_mpjpe']:.2f} mm, mean pose {mean['pa_mpjpe']:.2f} mm; "
-          f"MPJPE {trained['mpjpe']:.2f} / {mean['mpjpe']:.2f} mm")  # shown with pytest -s or -rP
+          f"MPJPE {trained['mpjpe']:.2f} / {mean['mpjpe']:.2f} mm; "
+          f"PVE {trained['pve']:.2f} / {mean['pve']:.2f} mm")  # shown with pytest -s or -rP
     assert trained["mpjpe"] < mean["mpjpe"] and trained["pve"] < mean["pve"], (trained, mean)
     if trained["pa_mpjpe"] >= mean["pa_mpjpe"]:
         pytest.xfail(f"PA-MPJPE trained {trained['pa_mpjpe']:.2f} mm does not beat the mean pose's "
-                     f"{mean['pa_mpjpe']:.2f} mm (known with the mmhuman3d preset's losses)")
+                     f"{mean['pa_mpjpe']:.2f} mm (a run this short learns orientation and size, not yet "
+                     "the articulation)")
