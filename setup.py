@@ -33,6 +33,7 @@ setup(
         # the `torchvision` loader (nvJPEG decode on the GPU without DALI): needs the torchvision
         # built for the installed torch, which the CPU-only torch wheels do not have beside them
         "gpu": ["torchvision>=0.19"],
-        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        # pytest-xdist: the README's test command runs the suite on every core (`-n auto`)
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
     },
 )

@@ -2,10 +2,21 @@
 
 On a machine without CUDA the Triton kernels run under the interpreter, which must be switched on
 before any `@triton.jit` function is defined, i.e. before spin_fast_kernels is imported.
+
+The suite runs in parallel processes (`-n auto`, pytest-xdist): each gets its share of the CPU cores
+as torch threads (and as OMP_NUM_THREADS for the commands it starts), since more threads than cores
+make CPU torch several times slower.
 """
 import os
 
-import torch
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
+import torch  # noqa: E402
+
+if _workers > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
