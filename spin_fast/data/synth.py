@@ -235,6 +235,24 @@ def _marker(scale, seed, n) -> str:
     return f"spin_fast synthetic datasets, format {FORMAT_VERSION}, scale {scale}, seed {seed}, {n} a dataset\n"
 
 
+def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1, rank: int = 0,
+                   barrier=None) -> tuple[AssetPaths, bool]:
+    """(paths, synthetic) of what a command runs on: `data_root`, else $SPIN_FAST_DATA_ROOT, else the
+    synthetic stand-in (`synthetic` True), whose body model files and datasets at `scale` are written
+    on first use and announced, by rank 0; `barrier()` (several processes) then waits for them."""
+    from spin_fast.assets import resolve_data_root
+    from spin_fast.config import configured_data_root
+
+    synthetic = configured_data_root(data_root) is None
+    paths = resolve_data_root(data_root, announce=rank == 0)
+    if synthetic:
+        if rank == 0:
+            ensure_synthetic_dataset(paths.root, scale=scale, announce=True)
+        if barrier is not None:
+            barrier()
+    return paths, synthetic
+
+
 def ensure_synthetic_dataset(root: str | os.PathLike, scale: int = 1, announce: bool = True, seed: int = 0) -> AssetPaths:
     """Write the synthetic datasets under root unless the same ones are already there."""
     paths = AssetPaths(Path(root))

@@ -72,10 +72,10 @@ def main(argv=None) -> dict:
         args.checkpoint = os.path.join(args.work_dir, "checkpoints", "latest.pth")
     if not args.checkpoint and not args.mean_pose:
         ap.error("one of --checkpoint, --mean-pose or --work-dir is required")
-    from spin_fast.assets import resolve_data_root
-    from spin_fast.config import default_device, env_data_root
+    from spin_fast.config import default_device
     from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
     from spin_fast.data.datasets import get_dataset
+    from spin_fast.data.synth import open_data_root
 
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -101,12 +101,7 @@ def main(argv=None) -> dict:
     except BackendUnavailable as e:
         raise SystemExit(str(e)) from None
 
-    paths = resolve_data_root(args.data_root)
-    synthetic = args.data_root is None and env_data_root() is None
-    if synthetic:
-        from spin_fast.data.synth import ensure_synthetic_dataset
-
-        ensure_synthetic_dataset(paths.root, announce=True)
+    paths, synthetic = open_data_root(args.data_root)
     bodies = Bodies.from_paths(paths, device)
     amp = torch.bfloat16 if args.bf16 else None
     if args.mean_pose:

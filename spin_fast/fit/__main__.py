@@ -44,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from spin_fast.assets import resolve_data_root
-    from spin_fast.config import env_data_root, init_distributed
+    from spin_fast.config import init_distributed
     from spin_fast.data.batch import Sources
     from spin_fast.data.datasets import get_dataset
+    from spin_fast.data.synth import open_data_root
     from spin_fast.fit.run import FitConfig, fit_dataset
 
     try:
@@ -68,14 +68,7 @@ def main(argv=None) -> int:
         device = torch.device(args.device)
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)
-    paths = resolve_data_root(args.data_root, announce=rank == 0)
-    if args.data_root is None and env_data_root() is None:
-        from spin_fast.data.synth import ensure_synthetic_dataset
-
-        if rank == 0:
-            ensure_synthetic_dataset(paths.root, announce=True)
-        if world > 1:
-            torch.distributed.barrier()
+    paths, _ = open_data_root(args.data_root, rank=rank, barrier=torch.distributed.barrier if world > 1 else None)
     if args.out:
         out = args.out
     elif spec.fits is not None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from spin_fast.assets import resolve_data_root
 from spin_fast.config import init_distributed  # noqa: F401 (also imported from here)
+from spin_fast.data.synth import open_data_root
 from spin_fast.model.checkpoint_import import unwrap
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
@@ -106,14 +106,8 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
             print(f"spin_fast: {ckpt_path} is at step {start}, past max_steps {total_steps}: nothing to train "
                   "(raise --max-steps to continue)", file=sys.stderr)
         return {"step": start}
-    paths = resolve_data_root(cfg.data.root, announce=rank == 0)
-    if cfg.data.root is None:
-        from spin_fast.data.synth import ensure_synthetic_dataset
-
-        if rank == 0:
-            ensure_synthetic_dataset(paths.root, scale=cfg.data.synthetic_scale, announce=True)
-        if world > 1:
-            dist.barrier()
+    paths, _ = open_data_root(cfg.data.root, scale=cfg.data.synthetic_scale, rank=rank,
+                              barrier=dist.barrier if world > 1 else None)
 
     body = BodyModel.from_paths(paths).to(device)
     model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params, input_res=cfg.model.input_res).to(device)

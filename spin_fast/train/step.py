@@ -52,10 +52,7 @@ class _TimedFitter:
             self.result = self.ctx.smplify(*args, **kwargs)
         return self.result
 
-    def joint_loss(self, *args, **kwargs):
-        return self.ctx.smplify.joint_loss(*args, **kwargs)
-
-    def __getattr__(self, name):  # `flavor` and whatever else fit_in_loop reads off the fitter
+    def __getattr__(self, name):  # `flavor`, `joint_loss` and whatever else fit_in_loop reads off the fitter
         return getattr(self.ctx.smplify, name)
 
 
