@@ -7,7 +7,7 @@ In fp64 the kernel must match the fp64 reference to rtol/atol 1e-10 (relative to
 Every backward runs with the same random upstream gradient and the loss multiplied by 2 (catches
 kernels that assume an upstream gradient of 1). Odd batches leave masked lanes; on CPU the kernels
 run under the Triton interpreter (tests/conftest.py) at small sizes; with CUDA the same tests also
-run at full size (batch 1024).
+run at batch 1024. Full SMPL sizes (6890 vertices, the smpl_49 regressor): tests/test_gpu_kernels.py.
 """
 import pytest
 import torch
@@ -21,9 +21,12 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 ODD_BATCHES = [1, 3, 17]
 
 
-def batches(device, extra=()):
-    """Odd batch sizes (masked lanes), plus full size on CUDA where the interpreter is off."""
-    return ODD_BATCHES + list(extra) + ([1024] if device == "cuda" else [])
+def batches(device, extra=(), cpu=(3, 17)):
+    """Odd batch sizes (masked lanes), plus batch 1024 on CUDA where the interpreter is off. Under the
+    interpreter (CPU) only `cpu`: it pays for every program, and B = 1 runs one partly filled program
+    like B = 3 (the five public ops at B = 1 are tests/test_gpu_kernels.py's interpreter rows); the
+    default 17 is two programs of the 16-body ops, the second masked."""
+    return list(cpu) if device == "cpu" else ODD_BATCHES + list(extra) + [1024]
 
 
 def assert_as_good_as_torch(ours, torch32, ref64, what):
@@ -124,16 +127,6 @@ def small_model(V=300, S=10, J=6, seed=0):
 @pytest.fixture(scope="module")
 def model64():
     return small_model(V=200)
-
-
-@pytest.fixture(scope="module")
-def model_full():
-    """SMPL sizes (6890 vertices, 10 betas) for the CUDA runs."""
-    return small_model(V=6890, J=20, seed=4)
-
-
-def model_for(device, request):
-    return request.getfixturevalue("model_full") if device == "cuda" else request.getfixturevalue("model64")
 
 
 def pose_inputs(B, device, S=10, seed=0):

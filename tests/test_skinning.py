@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import DEVICES, assert_close64, batches, compare_fp32, compare_fp64, gen, model_for, pose_inputs, small_model
-from kernel_checks import model64, model_full, one_torch_thread  # noqa: F401  (fixtures)
+from kernel_checks import DEVICES, assert_close64, batches, compare_fp32, compare_fp64, gen, pose_inputs, small_model
+from kernel_checks import model64, one_torch_thread  # noqa: F401  (fixtures)
 from spin_fast_kernels.skinning import skinning, skinning_torch
 from spin_fast_kernels.skinning.function import skinning_triton
 
@@ -16,9 +16,10 @@ MODEL_KEYS = ("v_template", "shapedirs", "posedirs", "lbs_weights")
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_skinning_fp32_matches_reference(triton_backend, request, device):
-    """V = 200 on CPU: 6 full vertex tiles of 32 and a masked one; 6890 with CUDA."""
-    consts = [model_for(device, request)[k].to(device) for k in MODEL_KEYS]
+def test_skinning_fp32_matches_reference(triton_backend, device):
+    """V = 70: 2 full vertex tiles of 32 and a masked one (6890: tests/test_gpu_kernels.py)."""
+    model = small_model(V=70, seed=5)
+    consts = [model[k].to(device) for k in MODEL_KEYS]
     V = consts[0].shape[0]
     for B in batches(device):
         inputs = pose_inputs(B, device, seed=B)
@@ -30,10 +31,11 @@ def test_skinning_fp32_matches_reference(triton_backend, request, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("nsplit", [None, 1, 3])
 def test_skinning_fp64_any_split(triton_backend, device, nsplit):
-    """nsplit: None = one vertex tile a program; 1 = one program walks them all; 3 = strided."""
+    """nsplit: None = one vertex tile a program; 1 = one program walks them all; 3 = strided (4 tiles).
+    One body block (two, with one split a tile: the fp32 test)."""
     model = small_model(V=100, seed=1)
     consts = [model[k].to(device) for k in MODEL_KEYS]
-    B = 17
+    B = 3
     inputs = pose_inputs(B, device, seed=9)
     up = torch.randn(B, 100, 3, generator=gen(10), dtype=torch.float64).to(device)
     fn = lambda b, f, t: skinning_triton(b, f, t, *consts, nsplit=nsplit)  # noqa: E731
