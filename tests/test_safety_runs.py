@@ -309,10 +309,6 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(data_root, t
     from test_train import _cli_args, _run_cli
 
     steps = 8
-    full = _run_cli(_cli_args(data_root, tmp_path / "full", steps))
-    out, err = full.communicate(timeout=900)
-    assert full.returncode == 0, err
-
     rng = random.Random(13)
     work = tmp_path / "killed"
     folder = work / "checkpoints"
@@ -323,23 +319,31 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(data_root, t
     def writing():
         return [p for p in folder.glob(".step_*.tmp")] if folder.is_dir() else []
 
-    kills = []
-    for i, how in enumerate(["after a checkpoint", "during a checkpoint write", "after a checkpoint"]):
-        run = _run_cli(_cli_args(data_root, work, steps) + (["--resume"] if i else []))
-        if how == "during a checkpoint write":
-            assert _wait(lambda: bool(writing()), run), run.communicate()
-        else:
-            seen = newest()
-            assert _wait(lambda: newest() > seen, run), run.communicate()
-            time.sleep(rng.uniform(0.0, 1.0))
-        os.killpg(run.pid, signal.SIGKILL)
-        run.communicate()
-        kills.append((how, newest(), [p.name for p in writing()]))
-    assert kills[1][2], kills  # the second kill really interrupted a checkpoint write
-    final = _run_cli(_cli_args(data_root, work, steps) + ["--resume"])
-    out, err = final.communicate(timeout=900)
-    assert final.returncode == 0, err
-    assert "resumed" in err or "nothing to train" in err, err
+    full = _run_cli(_cli_args(data_root, tmp_path / "full", steps))  # runs beside the killed ones (own folder)
+    try:
+        kills = []
+        for i, how in enumerate(["after a checkpoint", "during a checkpoint write", "after a checkpoint"]):
+            run = _run_cli(_cli_args(data_root, work, steps) + (["--resume"] if i else []))
+            if how == "during a checkpoint write":
+                assert _wait(lambda: bool(writing()), run), run.communicate()
+            else:
+                seen = newest()
+                assert _wait(lambda: newest() > seen, run), run.communicate()
+                time.sleep(rng.uniform(0.0, 1.0))
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+            kills.append((how, newest(), [p.name for p in writing()]))
+        assert kills[1][2], kills  # the second kill really interrupted a checkpoint write
+        final = _run_cli(_cli_args(data_root, work, steps) + ["--resume"])
+        out, err = final.communicate(timeout=900)
+        assert final.returncode == 0, err
+        assert "resumed" in err or "nothing to train" in err, err
+        out, err = full.communicate(timeout=900)
+        assert full.returncode == 0, err
+    finally:
+        if full.poll() is None:
+            os.killpg(full.pid, signal.SIGKILL)
+            full.communicate()
 
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(work)
     assert a["meta"]["step"] == b["meta"]["step"] == steps
