@@ -26,6 +26,9 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
+    # The long tests first (a stable sort): in parallel runs they then overlap with each other and with
+    # the short ones instead of finishing alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if HAS_CUDA:
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
