@@ -105,14 +105,14 @@ def test_two_process_gloo_ranks_identical(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_loss_decreases_over_100_steps(data_root, tmp_path):
-    """ResNet-18 on one small synthetic dataset (32 images, batch 8, so ~25 passes over it):
-    the mean training loss of the last 20 steps is clearly below that of the first 20."""
+    """ResNet-18 (64-pixel input) on one small synthetic dataset (32 images, batch 4, so ~12 passes over it):
+    the mean training loss of the last 20 steps is clearly below that of the first 20 (0.79 of it measured)."""
     import csv
 
     from spin_fast.train.loop import train
 
     cfg = small_config(data_root, tmp_path / "learn", max_steps=100, log_every=1, ckpt_every=100,
-                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "data.batch_size": 8,
+                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "data.batch_size": 4,
                           "data.mix": "{h36m: 1.0}", "data.rot_prob": 0})
     train(cfg)
     with open(tmp_path / "learn" / "log.csv") as fh:
