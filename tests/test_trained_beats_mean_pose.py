@@ -7,14 +7,15 @@ the convolution work at 224), a learning rate of 3e-4 (1e-3 diverges) and batche
 (about 4 passes over the 192 training images), SMPLify at 5 + 5 iterations in the loop, on the
 session's stand-in (the files the synthetic default writes, rendered once for the whole test run).
 
-Measured on 2 idle cores: about 40 s of training; trained MPJPE ~297 mm against the mean pose's
-340.86, PVE ~276 against 309.68, PA-MPJPE ~197 against 160.36. A run this short learns the global
-orientation and the body's size (what MPJPE and PVE measure after pelvis alignment) but not yet the
-articulation that PA-MPJPE is left with after the Procrustes alignment: a 600-step run at the full
-224 input got 164.52 mm there with the mmhuman3d preset and 147.38 with SPIN-style loss averaging.
-So the test asserts the MPJPE and PVE gains and reports the PA-MPJPE comparison as an expected
-failure (xfail, with both numbers) while it does not beat the mean pose; a failed command or a lost
-MPJPE/PVE gain fails the test.
+Measured 2026-12-01 in the parallel suite (one thread, 2 idle cores): 49 s for the test; trained
+MPJPE 283.32 mm against the mean pose's 340.86, PVE 264.58 against 309.68, PA-MPJPE 244.47
+against 160.36. A run this short learns the global orientation and the body's size (what MPJPE and
+PVE measure after pelvis alignment) but not yet the articulation that PA-MPJPE is left with after
+the Procrustes alignment: a 600-step run at the full 224 input (README "Training") got 164.52 mm
+there with the mmhuman3d preset and 147.38 with SPIN-style loss averaging. So the test asserts the
+MPJPE and PVE gains and reports the PA-MPJPE comparison as an expected failure (xfail, with all
+three numbers) while it does not beat the mean pose; a failed command or a lost MPJPE/PVE gain fails
+the test.
 """
 import json
 
