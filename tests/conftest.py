@@ -3,15 +3,25 @@
 On a machine without CUDA the Triton kernels run under the interpreter, which must be switched on
 before any `@triton.jit` function is defined, i.e. before spin_fast_kernels is imported.
 
-The suite runs in parallel processes (`-n auto`, pytest-xdist): each gets its share of the CPU cores
-as torch threads (and as OMP_NUM_THREADS for the commands it starts), since more threads than cores
+The suite runs in parallel processes (`-n auto`, pytest-xdist): one a CPU core this process may run
+on, at most one per 2 GB of memory (a worker peaks near 1.2 GB); each gets its share of the cores as
+torch threads (and as OMP_NUM_THREADS for the commands it starts), since more threads than cores
 make CPU torch several times slower.
 """
 import os
 
+
+def _cores() -> int:
+    """CPU cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // _workers)))
 
 import torch  # noqa: E402
 
@@ -23,6 +33,15 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: the usable cores, fewer where memory would not hold that many workers."""
+    try:
+        memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gb = float("inf")
+    return max(1, min(_cores(), int(memory_gb // 2)))
 
 
 def pytest_collection_modifyitems(config, items):
