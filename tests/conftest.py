@@ -4,9 +4,9 @@ On a machine without CUDA the Triton kernels run under the interpreter, which mu
 before any `@triton.jit` function is defined, i.e. before spin_fast_kernels is imported.
 
 The suite runs in parallel processes (`-n auto`, pytest-xdist): one a CPU core this process may run
-on, at most one per 2 GB of memory (the largest process of a run peaks near 1.9 GB); each gets its share of the cores as
-torch threads (and as OMP_NUM_THREADS for the commands it starts), since more threads than cores
-make CPU torch several times slower.
+on, at most one per 2 GB of memory (the largest process of a run peaks near 1.9 GB); each gets its
+share of the cores as torch threads (and as OMP_NUM_THREADS for the commands it starts), since more
+threads than cores make CPU torch several times slower.
 """
 import os
 
