@@ -20,6 +20,18 @@ def synthetic_assets(tmp_path_factory):
     return AssetPaths(root)
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """torch.set_num_threads(1) on a CPU-only machine for a module (restored after it); yields the
+    thread count the module runs with. On a 2-core CPU torch's default 2 threads make many tiny ops
+    much slower, and a loader's workers need the second core."""
+    before = torch.get_num_threads()
+    if not HAS_CUDA:
+        torch.set_num_threads(1)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")

@@ -18,12 +18,8 @@ SIDES = (None, 112, 64)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def torch_threads():
-    before = torch.get_num_threads()
-    if not HAS_CUDA:
-        torch.set_num_threads(1)
-    yield torch.get_num_threads()
-    torch.set_num_threads(before)
+def torch_threads(one_cpu_thread):
+    return one_cpu_thread
 
 
 @pytest.mark.parametrize("side", SIDES, ids=lambda s: f"input_{s}" if s else "input_224_ref")

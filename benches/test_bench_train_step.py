@@ -59,12 +59,8 @@ SETTING = f"B{BATCH}-{BACKBONE}-smplify{ITERS[0]}+{ITERS[1]}"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def torch_threads():
-    before = torch.get_num_threads()
-    if not HAS_CUDA:
-        torch.set_num_threads(1)
-    yield torch.get_num_threads()
-    torch.set_num_threads(before)
+def torch_threads(one_cpu_thread):
+    return one_cpu_thread
 
 
 @pytest.fixture(scope="module")
