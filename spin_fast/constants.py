@@ -71,6 +71,7 @@ HUMAN_DATA_TO_SPIN_49 = [
 
 # --- Image / camera -------------------------------------------------------------------------------
 IMG_RES = 224
+MIN_INPUT_RES = 32  # the smallest network input side (model.input_res): the backbone's total stride
 FOCAL_LENGTH = 5000.0
 IMAGENET_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255
 IMAGENET_STD = [58.395, 57.12, 57.375]

@@ -136,9 +136,14 @@ def trained_input_res(ckpt: Mapping, source: str = "checkpoint") -> int | None:
     config = meta.get("config") if isinstance(meta, Mapping) else None
     model_cfg = config.get("model") if isinstance(config, Mapping) else None
     res = model_cfg.get("input_res") if isinstance(model_cfg, Mapping) else None
-    if res is not None and (isinstance(res, bool) or not isinstance(res, int) or res < 32):
-        raise CheckpointError(f"{source}: meta.config.model.input_res is {res!r}, expected an int >= 32 or None")
-    return res
+    from spin_fast.constants import MIN_INPUT_RES
+    from spin_fast.model.hmr import check_input_res
+
+    try:
+        return check_input_res(res)
+    except ValueError:
+        raise CheckpointError(f"{source}: meta.config.model.input_res is {res!r}, expected an int >= "
+                              f"{MIN_INPUT_RES} or None") from None
 
 
 def load_model(checkpoint, mean_params=None, backbone: str | None = None, trust: bool = False,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spin_fast.constants import MIN_INPUT_RES
 from spin_fast.geometry import rot6d_to_rotmat
 from spin_fast.model.resnet import ResNet
 
@@ -113,6 +114,14 @@ class HMRHead(nn.Module):
         return pose, shape, cam
 
 
+def check_input_res(value):
+    """`value` when it is None or an int >= MIN_INPUT_RES (the backbone's stride), else ValueError."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < MIN_INPUT_RES):
+        raise ValueError(f"input_res: got {value!r}, expected None or an int >= {MIN_INPUT_RES} "
+                         "(the backbone's stride)")
+    return value
+
+
 class HMR(nn.Module):
     """img (B, 3, 224, 224), ImageNet-normalised RGB -> HMROutput(rotmat, betas, cam, pose6d).
 
@@ -123,9 +132,7 @@ class HMR(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", mean_params=None, n_iter: int = 3, input_res: int | None = None):
         super().__init__()
-        if input_res is not None and (isinstance(input_res, bool) or not isinstance(input_res, int) or input_res < 32):
-            raise ValueError(f"input_res: got {input_res!r}, expected None or an int >= 32 (the backbone's stride)")
-        self.input_res = input_res
+        self.input_res = check_input_res(input_res)
         self.backbone = ResNet(backbone)
         self.head = HMRHead(self.backbone.feature_dim, mean_params, n_iter)
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from spin_fast.config import env_data_root
-from spin_fast.constants import MMHUMAN3D_MIX
+from spin_fast.constants import MIN_INPUT_RES, MMHUMAN3D_MIX
 
 # Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
 # 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
@@ -305,9 +305,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]!r}")
-    if cfg.model.input_res is not None and cfg.model.input_res < 32:
-        raise ConfigError(f"config key 'model.input_res' must be >= 32 (the backbone's stride) or none, "
-                          f"got {cfg.model.input_res}")
+    if cfg.model.input_res is not None and cfg.model.input_res < MIN_INPUT_RES:
+        raise ConfigError(f"config key 'model.input_res' must be >= {MIN_INPUT_RES} (the backbone's stride) or "
+                          f"none, got {cfg.model.input_res}")
     if not 0.0 <= cfg.data.rot_prob <= 1.0:
         raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
     mix = cfg.data.mix
@@ -381,7 +381,7 @@ def _allowed(key: str, hint) -> str:
     elif key == "data.rot_prob":
         text = "number in [0, 1]"
     elif key == "model.input_res":
-        text = "integer >= 32"
+        text = f"integer >= {MIN_INPUT_RES}"
     elif base in (int, float):
         kind = "integer" if base is int else "number"
         text = f"{kind} > 0" if key in POSITIVE else f"{kind} >= 0" if key in NON_NEGATIVE else kind
