@@ -50,7 +50,7 @@ class TrainMonitor:
     only the `enabled` one (rank 0) writes."""
 
     def __init__(self, work_dir: Path, total_steps: int, start: int, log_every: int, image_every: int,
-                 enabled: bool, resume: bool, body=None, world: int = 1):
+                 enabled: bool, resume: bool, body=None):
         self.work_dir, self.total, self.start = Path(work_dir), total_steps, start
         self.log_every, self.image_every, self.enabled, self.body = log_every, image_every, enabled, body
         self._last_log_step = start
@@ -133,12 +133,6 @@ class TrainMonitor:
             from spin_fast.plots import plot_loss_curve
 
             plot_loss_curve(self.csv_path, self.work_dir / "loss_curve.png", terms=LOSS_TERMS)
-
-    def log_metrics(self, metrics: dict, step: int, prefix: str = "eval") -> None:
-        """Scalars of another kind (e.g. evaluation results) at `step`."""
-        if self.tb is not None:
-            for k, v in metrics.items():
-                self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
 
 # --- training images ---------------------------------------------------------------------------------
