@@ -126,8 +126,8 @@ def test_fits_reach_the_noise_floor(data_root, labels, body, tmp_path, preset="s
 
 
 def test_the_trainer_trains_from_the_written_file(data_root, tmp_path):
-    from spin_fast.train.config import build_config
     from spin_fast.train.loop import train
+    from test_train import small_config
 
     data_root = shutil.copytree(data_root, tmp_path / "data")
     paths = AssetPaths(data_root)
@@ -139,12 +139,7 @@ def test_the_trainer_trains_from_the_written_file(data_root, tmp_path):
     np.testing.assert_array_equal(np.load(out), fits_static)
     assert not (fits_static == before).all(1).any()  # every row is new: the store below can only hold ours
 
-    cfg = build_config(overrides={
-        "data.root": str(data_root), "work_dir": str(tmp_path / "run"), "data.mix": {"h36m": 1.0},
-        "model.backbone": "resnet18", "model.bf16": "false", "model.channels_last": "false",
-        "data.batch_size": "4", "data.loader": "reference", "data.threads": "1", "smplify.stage1_iters": "3",
-        "smplify.stage2_iters": "3", "log_every": "1", "ckpt_every": "2", "max_steps": "2",
-        "model.input_res": "64"})
+    cfg = small_config(data_root, tmp_path / "run", max_steps=2, **{"data.mix": "{h36m: 1.0}", "optim.lr": "3e-5"})
     result = train(cfg, return_state=True)
     assert result["step"] == 2 and np.isfinite(result["loss"])
     store = result["state"]["fits"].numpy()

@@ -33,7 +33,8 @@ def step_context(cfg, device, amp_dtype):
     paths = AssetPaths(Path(cfg.data.root))
     torch.manual_seed(0)
     body = BodyModel.from_paths(paths).to(device)
-    model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params, input_res=cfg.model.input_res).to(device).train()
+    model = HMR(backbone=cfg.model.backbone, mean_params=paths.mean_params, input_res=cfg.model.input_res)
+    model = model.to(device).train()
     loader = build_train_loader(paths, cfg.data.mix, batch_size=cfg.data.batch_size, backend="reference", threads=0,
                                 seed=0, device=device)
     fits = FitsStore.from_static_fits(paths, loader.dataset_names,

@@ -262,10 +262,9 @@ def test_full_disk_keeps_the_previous_checkpoint(data_root, base_run, tmp_path, 
         real_fsync(fd)
 
     monkeypatch.setattr(atomic.os, "fsync", fsync)
-    args = ["--data-root", str(data_root), "--work-dir", str(work), "--backbone", "resnet18", "--model.bf16", "false",
-            "--model.channels_last", "false", "--batch-size", "4", "--data.loader", "reference", "--data.threads", "1",
-            "--smplify.stage1_iters", "3", "--smplify.stage2_iters", "3", "--log_every", "1", "--ckpt_every", "2",
-            "--optim.lr", "1e-4", "--max-steps", "6", "--model.input_res", "64", "--resume"]
+    from test_train import _cli_args
+
+    args = _cli_args(data_root, work, 6) + ["--optim.lr", "1e-4", "--resume"]
     import io
     import contextlib
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spin_fast.train.config import build_config
 from spin_fast.train.monitor import LOSS_TERMS, TAGS
+from test_train import small_config
 
 SCALAR_TAGS = {"loss/total", *(f"loss/{t}" for t in LOSS_TERMS), "train/lr", "train/images_per_s",
                "time/data_ms", "time/forward_ms", "time/smplify_ms", "time/backward_ms", "time/smplify_fit_ms",
@@ -24,11 +24,10 @@ def run(tmp_path_factory, synthetic_data):
     from spin_fast.train.loop import train
 
     tmp = tmp_path_factory.mktemp("monitor")
-    cfg = build_config(overrides={
-        "data.root": str(synthetic_data().root), "work_dir": str(tmp / "run"), "model.backbone": "resnet18",
-        "model.bf16": "false", "model.channels_last": "false", "data.batch_size": "4", "data.loader": "reference",
-        "data.threads": "1", "smplify.stage1_iters": "2", "smplify.stage2_iters": "2", "log_every": "1",
-        "ckpt_every": "2", "image_every": "2", "max_steps": "2"})
+    # the tests' small run, at the preset's lr and the full 224 input as this run always had
+    cfg = small_config(synthetic_data().root, tmp / "run", max_steps=2, image_every=2,
+                       **{"smplify.stage1_iters": 2, "smplify.stage2_iters": 2, "optim.lr": "3e-5",
+                          "model.input_res": "none"})
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         result = train(cfg)
