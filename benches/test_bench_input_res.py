@@ -2,8 +2,9 @@
 Adam step) on 224-pixel crops, fed to the backbone as they are or resized to a smaller side first.
 
 Group `hmr-update-<backbone>-B<batch>`: rows `input_224_ref` (the reference: the crop as it is)
-and `input_<side>` for each smaller side (benches/ratio.py: 224 time / that side's). ResNet-50 at batch 64 on CUDA (bf16 autocast, channels_last, as
-the trainer runs it); ResNet-18 at batch 16 and one torch thread on CPU (the quick-run setting).
+and `input_<side>` for each smaller side (benches/ratio.py: 224 time / that side's). ResNet-50 at
+batch 64 on CUDA (bf16 autocast, channels_last, as the trainer runs it); ResNet-18 at batch 16 and
+one torch thread on CPU (the quick-run setting).
 extra_info: images_per_s, torch_threads. The resize itself is inside the timed update. Measured on
 this project's 2-core CPU (2026-12-01): 3.85 s at 224, 1.04 s at 112 (3.7x), 0.44 s at 64 (8.8x).
 """
@@ -15,14 +16,14 @@ from spin_fast.model import HMR
 
 BACKBONE, B = ("resnet50", 64) if HAS_CUDA else ("resnet18", 16)
 SIDES = (None, 112, 64)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_threads(one_cpu_thread):
-    return one_cpu_thread
+def row_name(side: int | None) -> str:
+    return f"input_{side}" if side else "input_224_ref"
 
 
-@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"input_{s}" if s else "input_224_ref")
+@pytest.mark.parametrize("side", SIDES, ids=row_name)
 def test_hmr_update(benchmark, synthetic_assets, device, side):
     torch.manual_seed(0)
     model = HMR(BACKBONE, mean_params=synthetic_assets.mean_params, input_res=side).to(device).train()
@@ -45,7 +46,7 @@ def test_hmr_update(benchmark, synthetic_assets, device, side):
         return loss
 
     benchmark.group = f"hmr-update-{BACKBONE}-B{B}"
-    benchmark.name = f"input_{side}" if side else "input_224_ref"
+    benchmark.name = row_name(side)
     loss = benchmark.pedantic(update, rounds=3 if device.type == "cpu" else 20, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)
     benchmark.extra_info["images_per_s"] = B / benchmark.stats.stats.mean

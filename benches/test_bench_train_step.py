@@ -56,11 +56,7 @@ ITERS = (100, 100)
 THREADS = 2  # loader threads (DataConfig default)
 LR = 3e-5
 SETTING = f"B{BATCH}-{BACKBONE}-smplify{ITERS[0]}+{ITERS[1]}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_threads(one_cpu_thread):
-    return one_cpu_thread
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # before the data fixtures, as for the steps
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +107,7 @@ class _TimedFitter:
 
 @pytest.mark.parametrize("setting", [SETTING])
 @pytest.mark.parametrize("impl", ["smplx_reference", "fast"])
-def test_train_step(benchmark, data_root, synthetic_assets, device, torch_threads, impl, setting):
+def test_train_step(benchmark, data_root, synthetic_assets, device, one_cpu_thread, impl, setting):
     body, fitter, backend = _components(impl, synthetic_assets, device)
     fitter = _TimedFitter(fitter, device)
     loader = build_train_loader(data_root, MMHUMAN3D_MIX, batch_size=BATCH, backend=backend, threads=THREADS,
@@ -154,7 +150,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, torch_thread
     benchmark.extra_info.update(
         op="train_step", impl=impl, setting=setting, batch=BATCH, backbone=BACKBONE,
         smplify_iters=f"{ITERS[0]}+{ITERS[1]}", loader=loader.backend, loader_threads=THREADS, device=str(device),
-        threads=torch_threads, amp=str(amp), channels_last=net_cfg.channels_last,
+        threads=one_cpu_thread, amp=str(amp), channels_last=net_cfg.channels_last,
         images_per_s=record["n"] / benchmark.stats.stats.mean, step_s=total,
         smplify_share=record["smplify"] / total, fits_share=record["fits"] / total,
         data_share=record["data"] / total, loss=record["loss"])
