@@ -100,9 +100,6 @@ def compare_fp64(fn, ref, inputs64, upstreams64, what, grad_mask=None):
 
 # ---------------------------------------------------------------------------------------------
 # a small SMPL-format model (V vertices, <= 4 bones a vertex) shared by joints_only and skinning
-
-
-
 def small_model(V=300, S=10, J=6, seed=0):
     """float64 v_template (V,3), shapedirs (V,3,S), posedirs (V,3,207), weights (V,24) and a
     (J, V) regressor whose first half are one-hot landmark rows, the rest 8-vertex averages."""
