@@ -5,7 +5,8 @@
 #
 #   tests    `pytest -m gpu tests`: the CUDA twin of every GPU path against its CPU/torch path
 #            (tests/test_gpu_*.py, and the CUDA variants of the kernel, loader and SMPLify tests)
-#   benches  every benchmark (`pytest benches --benchmark-only`), then its ratio table
+#   benches  every benchmark (`pytest benches --benchmark-only`; the one-launch SMPLify rows run first,
+#            benches/conftest.py), then its ratio table
 #
 # Nothing is downloaded. spin_fast runs from this tree (PYTHONPATH); packages the machine lacks come
 # from wheels carried in the tree's git-ignored .whl/ folder, installed with --no-index --no-deps into
