@@ -187,26 +187,9 @@ def _store_joint_grad(grot_b, aa_b, gup_b, i, g00, g01, g02, g10, g11, g12, g20,
 
 
 @triton.jit
-def _kinematic_chain_forward_kernel(
-    aa_ptr,  # (B, J, 3) axis-angle, contiguous (read only when FROM_AA)
-    rot_ptr,  # (B, J, 9) local rotations, row-major, contiguous (out when FROM_AA, else in)
-    rest_ptr,  # (B, J, 3) rest joints, contiguous
-    parents_ptr,  # (J,) int32 parent of each joint (parents[0] unused), parents[i] < i
-    posed_ptr,  # (B, J, 3) out: posed joints t_i, contiguous
-    trans_ptr,  # (B, J, 12) out: [W_i | t_i - W_i J_i] row-major 3x4, contiguous
-    B,  # number of bodies
-    J,  # number of joints
-    FROM_AA: tl.constexpr,  # fused Rodrigues: R_i = rodrigues(aa_i), stored to rot_ptr
-    BLOCK_B: tl.constexpr,  # bodies a program (one a lane; 32 x num_warps so no lane is shared)
-):
-    b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    ok = b < B
-    aa_b = aa_ptr + b * (J * 3)
-    rot_b = rot_ptr + b * (J * 9)
-    rest_b = rest_ptr + b * (J * 3)
-    posed_b = posed_ptr + b * (J * 3)
-    trans_b = trans_ptr + b * (J * 12)
-
+def _chain_forward_walk(aa_b, rot_b, rest_b, parents_ptr, posed_b, trans_b, J, ok, FROM_AA: tl.constexpr):
+    """The forward walk over the J joints for the bodies' lanes; *_b are per-lane row pointers
+    (aa (J, 3), rot (J, 9), rest (J, 3), posed (J, 3), trans (J, 12), each contiguous in its row)."""
     # joint 0: W = R_0, t = J_0
     w00, w01, w02, w10, w11, w12, w20, w21, w22 = _joint_rotation(aa_b, rot_b, 0, ok, FROM_AA)
     jx, jy, jz = _load3(rest_b, ok)
@@ -214,9 +197,9 @@ def _kinematic_chain_forward_kernel(
     _store3(trans_b, w00, w01, w02, ok)
     _store3(trans_b + 4, w10, w11, w12, ok)
     _store3(trans_b + 8, w20, w21, w22, ok)
-    tl.store(trans_b + 3, (jx - (w00 * jx + w01 * jy + w02 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
-    tl.store(trans_b + 7, (jy - (w10 * jx + w11 * jy + w12 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
-    tl.store(trans_b + 11, (jz - (w20 * jx + w21 * jy + w22 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
+    tl.store(trans_b + 3, (jx - (w00 * jx + w01 * jy + w02 * jz)).to(trans_b.dtype.element_ty), mask=ok)
+    tl.store(trans_b + 7, (jy - (w10 * jx + w11 * jy + w12 * jz)).to(trans_b.dtype.element_ty), mask=ok)
+    tl.store(trans_b + 11, (jz - (w20 * jx + w21 * jy + w22 * jz)).to(trans_b.dtype.element_ty), mask=ok)
 
     for i in range(1, J):
         p = tl.load(parents_ptr + i)
@@ -248,45 +231,35 @@ def _kinematic_chain_forward_kernel(
         _store3(row, w00, w01, w02, ok)
         _store3(row + 4, w10, w11, w12, ok)
         _store3(row + 8, w20, w21, w22, ok)
-        tl.store(row + 3, (tx - (w00 * jx + w01 * jy + w02 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
-        tl.store(row + 7, (ty - (w10 * jx + w11 * jy + w12 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
-        tl.store(row + 11, (tz - (w20 * jx + w21 * jy + w22 * jz)).to(trans_ptr.dtype.element_ty), mask=ok)
+        tl.store(row + 3, (tx - (w00 * jx + w01 * jy + w02 * jz)).to(trans_b.dtype.element_ty), mask=ok)
+        tl.store(row + 7, (ty - (w10 * jx + w11 * jy + w12 * jz)).to(trans_b.dtype.element_ty), mask=ok)
+        tl.store(row + 11, (tz - (w20 * jx + w21 * jy + w22 * jz)).to(trans_b.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def _kinematic_chain_backward_kernel(
-    aa_ptr,  # (B, J, 3) axis-angle of the forward, contiguous (read only when FROM_AA)
-    rot_ptr,  # (B, J, 9) local rotations of the forward, contiguous
+def _kinematic_chain_forward_kernel(
+    aa_ptr,  # (B, J, 3) axis-angle, contiguous (read only when FROM_AA)
+    rot_ptr,  # (B, J, 9) local rotations, row-major, contiguous (out when FROM_AA, else in)
     rest_ptr,  # (B, J, 3) rest joints, contiguous
-    parents_ptr,  # (J,) int32 parents
-    trans_ptr,  # (B, J, 12) forward transforms (rotation columns = world rotations W_i), contiguous
-    grad_posed_ptr,  # (B, J, 3) upstream dL/d posed, contiguous
-    grad_trans_ptr,  # (B, J, 12) upstream dL/d transforms, contiguous
-    grad_rot_up_ptr,  # (B, J, 9) upstream dL/d rotmats output, contiguous (read only when FROM_AA)
-    acc_ptr,  # (B, J, 12) zeroed scratch: children's contributions [gW (9) | gt (3)]
-    grad_rot_ptr,  # out: (B, J, 9) dL/d rotmats, or (B, J, 3) dL/d axis-angle when FROM_AA; contiguous
-    grad_rest_ptr,  # (B, J, 3) zeroed in/out: children's -W^T gt, then dL/d rest joints
+    parents_ptr,  # (J,) int32 parent of each joint (parents[0] unused), parents[i] < i
+    posed_ptr,  # (B, J, 3) out: posed joints t_i, contiguous
+    trans_ptr,  # (B, J, 12) out: [W_i | t_i - W_i J_i] row-major 3x4, contiguous
     B,  # number of bodies
     J,  # number of joints
-    FROM_AA: tl.constexpr,  # fused Rodrigues: write dL/d axis-angle (chain + rotmats-output shares)
-    BLOCK_B: tl.constexpr,  # bodies a program (one a lane)
+    FROM_AA: tl.constexpr,  # fused Rodrigues: R_i = rodrigues(aa_i), stored to rot_ptr
+    BLOCK_B: tl.constexpr,  # bodies a program (one a lane; 32 x num_warps so no lane is shared)
 ):
     b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     ok = b < B
-    rot_b = rot_ptr + b * (J * 9)
-    rest_b = rest_ptr + b * (J * 3)
-    trans_b = trans_ptr + b * (J * 12)
-    gp_b = grad_posed_ptr + b * (J * 3)
-    gtr_b = grad_trans_ptr + b * (J * 12)
-    acc_b = acc_ptr + b * (J * 12)
-    aa_b = aa_ptr + b * (J * 3)
-    gup_b = grad_rot_up_ptr + b * (J * 9)
-    if FROM_AA:
-        grot_b = grad_rot_ptr + b * (J * 3)
-    else:
-        grot_b = grad_rot_ptr + b * (J * 9)
-    grest_b = grad_rest_ptr + b * (J * 3)
+    _chain_forward_walk(aa_ptr + b * (J * 3), rot_ptr + b * (J * 9), rest_ptr + b * (J * 3), parents_ptr,
+                        posed_ptr + b * (J * 3), trans_ptr + b * (J * 12), J, ok, FROM_AA)
 
+
+@triton.jit
+def _chain_backward_walk(aa_b, rot_b, rest_b, parents_ptr, trans_b, gp_b, gtr_b, gup_b, acc_b, grot_b, grest_b, J, ok,
+                         FROM_AA: tl.constexpr):
+    """The reverse walk over the J joints for the bodies' lanes; *_b are per-lane row pointers laid out
+    as the backward kernel's arguments (acc_b and grest_b zeroed on entry)."""
     for k in range(0, J):
         i = J - 1 - k
         tl.debug_barrier()  # children of i (all > i) stored their contributions in earlier steps
@@ -359,3 +332,33 @@ def _kinematic_chain_backward_kernel(
             # root: gR_0 = gW_0; rel_0 = J_0 so gJ_0 also gets gt_0
             _store_joint_grad(grot_b, aa_b, gup_b, 0, g00, g01, g02, g10, g11, g12, g20, g21, g22, ok, FROM_AA)
             _store3(grest_b, gjx + gtx, gjy + gty, gjz + gtz, ok)
+
+
+@triton.jit
+def _kinematic_chain_backward_kernel(
+    aa_ptr,  # (B, J, 3) axis-angle of the forward, contiguous (read only when FROM_AA)
+    rot_ptr,  # (B, J, 9) local rotations of the forward, contiguous
+    rest_ptr,  # (B, J, 3) rest joints, contiguous
+    parents_ptr,  # (J,) int32 parents
+    trans_ptr,  # (B, J, 12) forward transforms (rotation columns = world rotations W_i), contiguous
+    grad_posed_ptr,  # (B, J, 3) upstream dL/d posed, contiguous
+    grad_trans_ptr,  # (B, J, 12) upstream dL/d transforms, contiguous
+    grad_rot_up_ptr,  # (B, J, 9) upstream dL/d rotmats output, contiguous (read only when FROM_AA)
+    acc_ptr,  # (B, J, 12) zeroed scratch: children's contributions [gW (9) | gt (3)]
+    grad_rot_ptr,  # out: (B, J, 9) dL/d rotmats, or (B, J, 3) dL/d axis-angle when FROM_AA; contiguous
+    grad_rest_ptr,  # (B, J, 3) zeroed in/out: children's -W^T gt, then dL/d rest joints
+    B,  # number of bodies
+    J,  # number of joints
+    FROM_AA: tl.constexpr,  # fused Rodrigues: write dL/d axis-angle (chain + rotmats-output shares)
+    BLOCK_B: tl.constexpr,  # bodies a program (one a lane)
+):
+    b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    ok = b < B
+    if FROM_AA:
+        grot_b = grad_rot_ptr + b * (J * 3)
+    else:
+        grot_b = grad_rot_ptr + b * (J * 9)
+    _chain_backward_walk(aa_ptr + b * (J * 3), rot_ptr + b * (J * 9), rest_ptr + b * (J * 3), parents_ptr,
+                         trans_ptr + b * (J * 12), grad_posed_ptr + b * (J * 3), grad_trans_ptr + b * (J * 12),
+                         grad_rot_up_ptr + b * (J * 9), acc_ptr + b * (J * 12), grot_b, grad_rest_ptr + b * (J * 3),
+                         J, ok, FROM_AA)
