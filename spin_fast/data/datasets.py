@@ -27,6 +27,7 @@ from typing import Sequence
 from spin_fast.config import AssetPaths
 from spin_fast.constants import MMHUMAN3D_MIX, SPIN_MIX_FIXED, SPIN_MIX_IN_THE_WILD, SPIN_MIX_IN_THE_WILD_SHARE
 
+from spin_fast.errors import SpinFastError
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -76,7 +77,7 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+        raise UnknownDataset(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
 def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
@@ -87,6 +88,10 @@ def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
     (same order as `names`). Datasets dropped from `names` drop out and the rest is renormalised.
     """
     names = list(names)
+class UnknownDataset(SpinFastError, KeyError):
+    """A dataset name that is not in the registry."""
+
+
     for n in names:
         get_dataset(n)
     if preset == "mmhuman3d":

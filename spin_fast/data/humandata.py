@@ -43,13 +43,15 @@ from spin_fast.atomic import atomic_write
 from spin_fast.constants import (GENDER_CODES, HUMAN_DATA_NUM_KEYPOINTS, HUMAN_DATA_TO_SPIN_49, NUM_BETAS,
                                  NUM_SPIN_JOINTS)
 from spin_fast.safe_pickle import UnsafeDataError, read_npy_header, read_npz_member
+from spin_fast.errors import SpinFastError
 
 _K = HUMAN_DATA_NUM_KEYPOINTS
 _IDX49 = np.asarray(HUMAN_DATA_TO_SPIN_49, dtype=np.int64)
 _CHUNK_ROWS = 65536
+TRAINING_KEYS = ("keypoints2d",)  # what every training dataset must hold (`HumanData.require_training_labels`)
 
 
-class HumanDataError(ValueError):
+class HumanDataError(SpinFastError, ValueError):
     """A HumanData file is missing, unreadable or not in the expected format."""
 
     def __init__(self, path, key: str | None, message: str):
@@ -75,10 +77,14 @@ def _member_header(zf: zipfile.ZipFile, name: str):
     return shape, fortran, dtype, offset, f
 
 
-def _gather_columns(zf: zipfile.ZipFile, name: str, cols: np.ndarray, mmap: bool):
+def _gather_columns(zf: zipfile.ZipFile, name: str, cols: np.ndarray, mmap: bool, expect: tuple):
     """Member `name` (N, K, C) restricted to columns `cols` (-1 = absent, zeros): a lazy memmap view
-    (returned with `cols` to gather later) or a dense (N, len(cols), C) float32 array."""
+    (returned with `cols` to gather later) or a dense (N, len(cols), C) float32 array; (None, shape)
+    when its shape is not `expect`, before anything is read."""
     shape, fortran, dtype, offset, f = _member_header(zf, name)
+    if tuple(shape) != tuple(expect):
+        f.close()
+        return None, shape
     if dtype.kind not in "fiub":
         f.close()
         raise ValueError(f"expected a numeric array, got dtype {dtype}")
@@ -167,6 +173,7 @@ class HumanData:
             raise self._err("image_path", f"expected strings, got dtype {image_path.dtype}")
         self.image_path = image_path.astype(str)
         n = self.n = len(image_path)
+        self._check_image_paths()
         data_len = self._scalar("__data_len__")
         if data_len is not None and int(data_len) not in (-1, n):
             raise self._err("__data_len__", f"expected {n} (len(image_path)), got {data_len}")
@@ -238,6 +245,25 @@ class HumanData:
                     raise self._err("meta", f"meta['gender']: expected 'm'/'f', got {bad[:5]}")
                 self.gender = np.asarray([GENDER_CODES[s] for s in g]) if n else g
 
+    def _check_image_paths(self) -> None:
+        """Every image_path stays inside its dataset's image folder: relative, without a '..' part."""
+        p = np.char.replace(self.image_path, "\\", "/")
+        outside = np.char.startswith(p, "/") | (np.char.find(np.char.add(np.char.add("/", p), "/"), "/../") >= 0)
+        if outside.any():
+            i = int(np.nonzero(outside)[0][0])
+            more = int(outside.sum()) - 1
+            raise self._err("image_path", f"sample {i}: {self.image_path[i]!r} points outside the dataset's image "
+                                          "folder (image paths are relative to it, without '..')"
+                                          + (f"; {more} more sample(s) do" if more else ""))
+
+    def require_training_labels(self) -> None:
+        """HumanDataError unless the file holds what training and fitting need of every sample:
+        `keypoints2d` (the 2D loss and SMPLify fit them; without it every fit's loss is infinite)."""
+        for key in TRAINING_KEYS:
+            if key not in self.keys:
+                raise self._err(key, "required for training and fitting (the 2D keypoint loss and SMPLify use it) "
+                                     f"but missing; keys present: {', '.join(sorted(self.keys))}")
+
     def _warn(self, key: str, bad: np.ndarray, consequence: str) -> None:
         idx = np.nonzero(bad)[0]
         first = ", ".join(str(i) for i in idx[:5]) + (", ..." if len(idx) > 5 else "")
@@ -269,7 +295,7 @@ class HumanData:
             cols = np.where(mask[_IDX49], cols, -1)  # masked-out joints read as absent
         expect = (self.n, len(stored_cols), c)
         try:
-            arr, shape = _gather_columns(self._zf, key + ".npy", cols, self._mmap)
+            arr, shape = _gather_columns(self._zf, key + ".npy", cols, self._mmap, expect)
         except (ValueError, EOFError) as e:
             raise self._err(key, f"cannot read array: {e}") from None
         if tuple(shape) != expect:

@@ -41,6 +41,7 @@ from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyRe
 from spin_fast_kernels.gmm_prior import gmm_prior
 from spin_fast_kernels.gmm_prior.reference import gmm_constants
 from spin_fast_kernels.reprojection import reprojection_loss
+from spin_fast_kernels.smplify import FitConstants, FitOptions, smplify_fit
 
 NUM_KEYPOINTS = NUM_SPIN_JOINTS
 ADAM_BETAS = (0.9, 0.999)
@@ -99,15 +100,17 @@ class SMPLify:
     stage1_iters / stage2_iters: Adam steps per stage (default 100 + 100 'spin', 50 + 50 'mmhuman3d').
     flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (docs/spin.md).
     ftol: relative loss change below which a sample stops (default 1e-4 for 'mmhuman3d', off for 'spin').
-    cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA.
+    cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA (fused=False).
     gmm_normaliser: 'float32' (default: the GMM's per-component normaliser held in float32 before its
     log, as SPIN's and mmhuman3d's prior.py do) or 'float64' (exact).
+    fused: run the whole fit as the `smplify_fit` op (gradients by hand: the torch reference on CPU,
+    one Triton launch on CUDA); False runs the autograd loop below (CUDA graphs on CUDA).
     """
 
     def __init__(self, body: BodyModel, gmm_path=None, *, gmm: dict | None = None, stage1_iters: int | None = None,
                  stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
-                 device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32"):
+                 device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32", fused: bool = True):
         if flavor not in FLAVORS:
             raise ValueError(f"SMPLify: flavor must be one of {FLAVORS}, got {flavor!r}")
         if gmm_normaliser not in GMM_NORMALISERS:
@@ -154,6 +157,24 @@ class SMPLify:
         self._graphs: dict = {}
         self._tables: dict = {}  # iterations -> Adam's (step_size, bc2_sqrt) on the device
         self._graphs_failed = False
+        self.fused = bool(fused)
+        if self.fused:
+            self._fit_consts = FitConstants(
+                parents=tuple(body.parents_list), J_template=body.J_template.to(**kw),
+                J_shapedirs=body.J_shapedirs.to(**kw), coeffs=body.smpl_49_coeffs.to(**kw),
+                bone_weight=body.smpl_49_bone_weight.to(**kw), pair_joint=body.smpl_49_pair_joint,
+                pair_bone=body.smpl_49_pair_bone, num_vertex_joints=body.smpl_49_regressor.shape[0],
+                joint_index=body.smpl_49_index, row_sums=self.row_sums, gmm_means=self.gmm[0],
+                gmm_precisions=self.gmm[1], gmm_nll=self.gmm[2], angle_index=self.angle_index,
+                angle_signs=self.angle_signs, stage2_keep=self.stage2_mask, torso=self.torso)
+            self._fit_opts = FitOptions(
+                stage1_iters=self.stage1_iters, stage2_iters=self.stage2_iters, lr=self.lr,
+                focal_length=self.focal_length, img_res=float(img_res), kp_norm=float(img_res),
+                units=0 if flavor == "spin" else 1, sigma=SMPLIFY_SIGMA, stage1_all_joints=self.cfg.stage1_all_joints,
+                depth_weight=self.cfg.depth_weight, angle_minus_one=self.cfg.angle_minus_one,
+                pose_prior_weight=SMPLIFY_POSE_PRIOR_WEIGHT ** 2, angle_prior_weight=SMPLIFY_ANGLE_PRIOR_WEIGHT ** 2,
+                shape_prior_weight=SMPLIFY_SHAPE_PRIOR_WEIGHT ** 2, ftol=self.ftol, batch_stop=False,
+                beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], eps=ADAM_EPS)
 
     # --- pieces of the objective --------------------------------------------------------------------
     def priors(self, body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -330,6 +351,11 @@ class SMPLify:
             pose_in, betas_in, cam_in = (t.detach().to(**kw) for t in (init_pose, init_betas, init_cam_t))
             kp_in = keypoints2d.detach().to(**kw)
             center = self._center(center, B)
+            if self.fused:
+                out = smplify_fit(self._fit_consts, self._fit_opts, pose_in, betas_in, cam_in, kp_in, center)
+                return SMPLifyResult(pose=out.pose, betas=out.betas, cam_t=out.cam_t, joint_loss=out.joint_loss,
+                                     total_loss=out.total_loss, valid=out.valid, num_invalid=(~out.valid).sum(),
+                                     iterations=out.iterations)
 
             # 1. Inputs: a bad keypoint is an invisible one; a bad sample runs on safe values, frozen.
             kp_ok = torch.isfinite(kp_in).all(-1)

@@ -25,6 +25,11 @@ from typing import NamedTuple
 
 import torch
 
+from ..gmm_prior.reference import gmm_prior_torch
+from ..joints_only.reference import joints_only_torch
+from ..kinematic_chain.reference import kinematic_chain_torch, rodrigues_torch
+from ..reprojection.reference import reprojection_loss_torch
+
 
 class FitConstants(NamedTuple):
     """Model constants of a fit, in the compute dtype on the fit's device (built once by SMPLify)."""
@@ -86,6 +91,10 @@ class FitOutput(NamedTuple):
 # Each `*_fwd` returns the value and what its vjp needs; each `*_vjp` maps the upstream gradient of
 # the value to the gradients of the inputs. Shapes: B samples, n joints.
 
+_SKEW = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))  # u -> skew(u), flat
+_EYE9 = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+
+
 def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     """v (..., 3) axis-angle -> R (..., 3, 3), smplx's convention (kinematic_chain/reference.py):
     e = v + 1e-8, a = |e|, u = v / a, K = skew(u);  R = I + sin(a) K + (1 - cos a) (u u^T - (u.u) I)."""
@@ -94,14 +103,12 @@ def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     u = v / a
     s, c = torch.sin(a), torch.cos(a)
     oc = 1 - c
-    ux, uy, uz = u.unbind(-1)
-    z = torch.zeros_like(ux)
-    K = torch.stack([z, -uz, uy, uz, z, -ux, -uy, ux, z], -1).unflatten(-1, (3, 3))
     uu = (u * u).sum(-1, keepdim=True)
-    eye = torch.eye(3, dtype=v.dtype, device=v.device)
-    R = torch.addcmul(eye - (oc * uu)[..., None] * eye, s[..., None], K)
-    R.addcmul_(oc[..., None] * u[..., :, None], u[..., None, :])
-    return R, (e, a, u, s, c, oc, uu)
+    skew = torch.tensor(_SKEW, dtype=v.dtype, device=v.device)
+    eye = torch.tensor(_EYE9, dtype=v.dtype, device=v.device)
+    outer = (u[..., :, None] * u[..., None, :]).flatten(-2)
+    R = torch.addcmul(torch.addcmul(eye, s, u @ skew), oc, torch.addcmul(outer, uu, eye, value=-1))
+    return R.unflatten(-1, (3, 3)), (e, a, u, s, c, oc, uu)
 
 
 def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
@@ -110,114 +117,162 @@ def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
     ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a."""
     e, a, u, s, c, oc, uu = cache
     g = G.flatten(-2)
-    w = torch.stack([g[..., 7] - g[..., 5], g[..., 2] - g[..., 6], g[..., 3] - g[..., 1]], -1)
-    tr = (g[..., 0] + g[..., 4] + g[..., 8])[..., None]
-    Gu = (G @ u[..., None])[..., 0]
-    GTu = (u[..., None, :] @ G)[..., 0, :]
-    gu = s * w + oc * (Gu + GTu - 2 * tr * u)
-    ga = c * (u * w).sum(-1, keepdim=True) + s * ((u * Gu).sum(-1, keepdim=True) - uu * tr) \
-        - (gu * u).sum(-1, keepdim=True) / a
-    return (gu + ga * e) / a
+    skew = torch.tensor(_SKEW, dtype=g.dtype, device=g.device)
+    eye = torch.tensor(_EYE9, dtype=g.dtype, device=g.device)
+    w = g @ skew.t()  # <G, skew(.)> = vee(G - G^T)
+    tr = g @ eye[:, None]
+    Gsu = ((G + G.transpose(-1, -2)) * u[..., None, :]).sum(-1)  # (G + G^T) u
+    gu = torch.addcmul(s * w, oc, torch.addcmul(Gsu, tr, u, value=-2))
+    ga = (c * (u * w).sum(-1, keepdim=True) + s * (0.5 * (u * Gsu).sum(-1, keepdim=True) - uu * tr)
+          - (gu * u).sum(-1, keepdim=True) / a)
+    return torch.addcmul(gu, ga, e) / a
 
 
-def tree_levels(parents) -> list[tuple]:
-    """The joints of a tree grouped by depth (depth >= 1), as (children, their parents) pairs;
-    children as a slice where they are consecutive, parents as a python list."""
+def _spec(idx: list, device):
+    """A list of joint indices as a slice where they are consecutive, else an index tensor."""
+    if idx == list(range(idx[0], idx[0] + len(idx))):
+        return slice(idx[0], idx[0] + len(idx))
+    return torch.tensor(idx, device=device)
+
+
+def _take(t: torch.Tensor, spec) -> torch.Tensor:
+    return t[:, spec] if isinstance(spec, slice) else t.index_select(1, spec)
+
+
+def _add_into(t: torch.Tensor, spec, src: torch.Tensor) -> None:
+    """t[:, spec] += src, repeated indices adding up."""
+    if isinstance(spec, slice):
+        t[:, spec] += src
+    else:
+        t.index_add_(1, spec, src)
+
+
+class ChainPlan(NamedTuple):
+    """A tree's joints by depth, for one batched product a level."""
+
+    levels: list  # per depth >= 1: (children spec, parents spec): slices where consecutive, else index tensors
+    parents: torch.Tensor  # (J - 1,) int64 parents of joints 1..J-1
+
+
+def chain_plan(parents, device) -> ChainPlan:
     depth = [0] * len(parents)
     for i in range(1, len(parents)):
         depth[i] = depth[parents[i]] + 1
     levels = []
     for d in range(1, max(depth, default=0) + 1):
         ch = [i for i in range(len(parents)) if depth[i] == d]
-        sl = slice(ch[0], ch[-1] + 1) if ch == list(range(ch[0], ch[-1] + 1)) else ch
-        levels.append((sl, [parents[i] for i in ch]))
-    return levels
+        par = [parents[i] for i in ch]
+        if len(set(par)) == 1:
+            par_spec = slice(par[0], par[0] + 1)  # one parent: broadcast
+        else:
+            par_spec = _spec(par, device)
+        levels.append((_spec(ch, device), par_spec))
+    return ChainPlan(levels, torch.tensor(list(parents[1:]), dtype=torch.long, device=device))
 
 
-class _Levels(NamedTuple):
-    parents: torch.Tensor  # (J,) int64, parents[0] = 0 (the root's rel is its own rest position)
-    levels: list  # (children slice | index tensor, parents index tensor, parents slice or None)
+def chain_fwd(R: torch.Tensor, J: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """Forward kinematics, one batched product a tree level, in 3 x 4 form.
+    R (B, n, 3, 3) local rotations, J (B, n, 3) rest joints ->
+    G (B, n, 3, 4) = [W | t] (world rotations, posed joints) and T (B, n, 3, 4) = [W | t - W J]
+    (the skinning transforms):  with A_i = [[R_i, J_i - J_p], [0, 1]] (A_0 = [[R_0, J_0], [0, 1]]),
+        G_0 = A_0[:3],  G_i = G_p A_i."""
+    B, n = J.shape[:2]
+    rel = J.clone()
+    rel[:, 1:] -= J[:, plan.parents]
+    A = torch.cat([torch.cat([R, rel[..., None]], -1),
+                   J.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, n, 1, 4)], -2)  # (B, n, 4, 4)
+    G = torch.empty(B, n, 3, 4, dtype=J.dtype, device=J.device)
+    G[:, 0] = A[:, 0, :3]
+    for ch, par in plan.levels:
+        _put(G, ch, _take(G, par) @ _take(A, ch))
+    W = G[..., :3]
+    tt = G[..., 3] - (W * J[..., None, :]).sum(-1)
+    return G, torch.cat([W, tt[..., None]], -1), (A, G, J)
 
 
-def chain_levels(parents, device) -> _Levels:
-    """Index tensors of `tree_levels` on the device (built once per fit)."""
-    out = []
-    for ch, par in tree_levels(parents):
-        ch_t = ch if isinstance(ch, slice) else torch.tensor(ch, device=device)
-        out.append((ch_t, torch.tensor(par, device=device)))
-    return _Levels(torch.tensor([0] + list(parents[1:]), device=device), out)
+def _put(t: torch.Tensor, spec, src: torch.Tensor) -> None:
+    if isinstance(spec, slice):
+        t[:, spec] = src
+    else:
+        t.index_copy_(1, spec, src)
 
 
-def chain_fwd(R: torch.Tensor, J: torch.Tensor, lv: _Levels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
-    """Forward kinematics, one batched product a tree level.
-    R (B, 24, 3, 3) local rotations, J (B, 24, 3) rest joints ->
-    W (B, 24, 3, 3) world rotations, t (B, 24, 3) posed joints, tt (B, 24, 3) transform translations:
-        W_0 = R_0, t_0 = J_0;  W_i = W_p R_i, t_i = t_p + W_p (J_i - J_p);  tt_i = t_i - W_i J_i."""
-    rel = J - J[:, lv.parents]
-    rel[:, 0] = J[:, 0]
-    W = torch.empty_like(R)
-    t = torch.empty_like(J)
-    W[:, 0] = R[:, 0]
-    t[:, 0] = J[:, 0]
-    for ch, par in lv.levels:
-        Wp = W[:, par]
-        W[:, ch] = Wp @ R[:, ch]
-        t[:, ch] = t[:, par] + (Wp @ rel[:, ch, :, None])[..., 0]
-    tt = t - (W @ J[..., None])[..., 0]
-    return W, t, tt, (R, J, rel, W)
+def chain_vjp(cache: tuple, gG: torch.Tensor, gT: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (gR (B, n, 3, 3), gJ (B, n, 3)) from those of G = [W | t] and T = [W | tt].
+    T: tt = t - W J adds gtt to gt, -gtt J^T to gW, -W^T gtt to gJ. Then the levels deepest first,
+    each child's accumulated gG_c = [gW_c | gt_c] giving
+        [gR_c | grel_c] = W_p^T gG_c,   gG_p += gG_c A_c^T = [gW_c R_c^T + gt_c rel_c^T | gt_c]
+    (the root: [gR_0 | grel_0] = gG_0); and rel_i = J_i - J_p: gJ_i += grel_i, gJ_p -= grel_i."""
+    A, G, J = cache
+    gtt = gT[..., 3]
+    W = G[..., :3]
+    gG = gT + gG
+    gG[..., :3] -= gtt[..., :, None] * J[..., None, :]
+    gJ = -(W * gtt[..., :, None]).sum(-2)
+    gRr = torch.empty_like(gG)  # [gR | grel]
+    for ch, par in reversed(plan.levels):
+        gGc = _take(gG, ch)
+        Wp = _take(W, par)
+        _put(gRr, ch, Wp.transpose(-1, -2) @ gGc)
+        up = gGc @ _take(A, ch).transpose(-1, -2)
+        if isinstance(par, slice) and par.stop - par.start == 1:
+            gG[:, par] += up.sum(1, keepdim=True)
+        else:
+            _add_into(gG, par, up)
+    gRr[:, 0] = gG[:, 0]
+    grel = gRr[..., 3]
+    gJ += grel
+    gJ.index_add_(1, plan.parents, grel[:, 1:], alpha=-1)
+    return gRr[..., :3], gJ
 
 
-def chain_vjp(cache: tuple, gt: torch.Tensor, gW: torch.Tensor, gtt: torch.Tensor, lv: _Levels
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients (gR, gJ) of the local rotations and rest joints from those of t, W and tt, levels
-    deepest first: a child's accumulated (gW_c, gt_c) goes to its parent as
-        gR_c = W_p^T gW_c,  gW_p += gW_c R_c^T + gt_c rel_c^T,  gt_p += gt_c,
-        gJ_c += W_p^T gt_c,  gJ_p -= W_p^T gt_c;
-    tt_i = t_i - W_i J_i adds gtt_i to gt_i, -gtt_i J_i^T to gW_i, -W_i^T gtt_i to gJ_i; t_0 = J_0."""
-    R, J, rel, W = cache
-    gt = gt + gtt
-    gW = gW - gtt[..., :, None] * J[..., None, :]
-    gJ = -(gtt[..., None, :] @ W)[..., 0, :]
-    gR = torch.empty_like(R)
-    for ch, par in reversed(lv.levels):
-        Wp = W[:, par]
-        gWc, gtc = gW[:, ch], gt[:, ch]
-        gR[:, ch] = Wp.transpose(-1, -2) @ gWc
-        back = (gtc[..., None, :] @ Wp)[..., 0, :]  # W_p^T gt_c
-        gJ[:, ch] += back
-        gJ.index_add_(1, par, back, alpha=-1)
-        gW.index_add_(1, par, torch.addcmul(gWc @ R[:, ch].transpose(-1, -2), gtc[..., :, None], rel[:, ch, None, :]))
-        gt.index_add_(1, par, gtc)
-    gR[:, 0] = gW[:, 0]
-    gJ[:, 0] += gt[:, 0]
-    return gR, gJ
+class Folded(NamedTuple):
+    """The folded regressor laid out for matrix products (`fold_pairs`)."""
+
+    C: torch.Tensor  # (K, 4P): x C = per pair (local_p, w_p), coordinate-major (column d P + p)
+    bone_select: torch.Tensor  # (24, P) one-hot: bone of each pair
+    joint_select: torch.Tensor  # (P, Jv) one-hot: joint of each pair
 
 
-def joints_only_fwd(x: torch.Tensor, W: torch.Tensor, tt: torch.Tensor, C: torch.Tensor, bone_weight: torch.Tensor,
-                    pair_joint: torch.Tensor, pair_bone: torch.Tensor, num_joints: int) -> tuple[torch.Tensor, tuple]:
+def fold_pairs(coeffs: torch.Tensor, bone_weight: torch.Tensor, pair_joint: torch.Tensor, pair_bone: torch.Tensor,
+               num_joints: int, num_bones: int) -> Folded:
+    """The folded regressor (P, 3, K), bone weights (P,) and pair indices as matrices; w_p rides on
+    x's constant 1, so x C holds (local_p, w_p) for every pair."""
+    P, _, K = coeffs.shape
+    wrow = torch.zeros(P, 1, K, dtype=coeffs.dtype, device=coeffs.device)
+    wrow[:, 0, 0] = bone_weight
+    C = torch.cat([coeffs, wrow], 1).permute(2, 1, 0).reshape(K, 4 * P).contiguous()
+    arange = torch.arange(P, device=coeffs.device)
+    bones = torch.zeros(num_bones, P, dtype=coeffs.dtype, device=coeffs.device)
+    bones[pair_bone, arange] = 1.0
+    joints = torch.zeros(P, num_joints, dtype=coeffs.dtype, device=coeffs.device)
+    joints[arange, pair_joint] = 1.0
+    return Folded(C, bones, joints)
+
+
+def joints_only_fwd(x: torch.Tensor, T: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, tuple]:
     """The folded regressor (joints_only/reference.py): x (B, K) = [1, betas, pose feature],
-    C (K, 3P) the coefficients laid out as one matrix (coeffs.permute(2, 0, 1)), W, tt (B, 24, ...) ->
-    joints (B, num_joints, 3):  local_p = C_p x,  joint_j = sum_{p: j_p = j} W_{k_p} local_p + w_p tt_{k_p}."""
+    T (B, 24, 3, 4) transforms -> joints (B, Jv, 3):
+        (local_p, w_p) = x C_p,   joint_j = sum_{p: j_p = j} T_{k_p} (local_p, w_p).
+    Pairs run along the last axis (gathers and sums over pairs are products with 0/1 matrices)."""
     B = x.shape[0]
-    local = (x @ C).view(B, -1, 3)  # (B, P, 3)
-    Wg = W[:, pair_bone]  # (B, P, 3, 3)
-    pp = torch.addcmul((Wg @ local[..., None])[..., 0], tt[:, pair_bone], bone_weight[:, None])
-    out = pp.new_zeros(B, num_joints, 3).index_add_(1, pair_joint, pp)
-    return out, (local, Wg)
+    P = fold.bone_select.shape[1]
+    loc = (x @ fold.C).view(B, 1, 4, P)
+    Tg = (T.reshape(B, -1, 12).transpose(1, 2) @ fold.bone_select).view(B, 3, 4, P)  # T_{k_p}
+    pp = (Tg * loc).sum(2)  # (B, 3, P)
+    return (pp @ fold.joint_select).transpose(1, 2), (loc, Tg)
 
 
-def joints_only_vjp(cache: tuple, g: torch.Tensor, C: torch.Tensor, bone_weight: torch.Tensor,
-                    pair_joint: torch.Tensor, pair_bone: torch.Tensor, num_bones: int
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From g = dL/djoints (B, Jv, 3): dL/dx (B, K) = (W_{k_p}^T g_{j_p})_p (B, 3P) @ C^T,
-    dL/dW_k = sum_{p: k_p = k} g_{j_p} local_p^T,  dL/dtt_k = sum_{p: k_p = k} w_p g_{j_p}."""
-    local, Wg = cache
+def joints_only_vjp(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, torch.Tensor]:
+    """From g = dL/djoints (B, Jv, 3): dL/dx (B, K) = (T_{k_p}^T g_{j_p})_p (B, 4P) @ C^T (its first
+    entry belongs to the constant 1), dL/dT_k (B, 24, 3, 4) = sum_{p: k_p = k} g_{j_p} (local_p, w_p)^T."""
+    loc, Tg = cache
     B = g.shape[0]
-    gp = g[:, pair_joint]  # (B, P, 3)
-    gW = g.new_zeros(B, num_bones, 3, 3).index_add_(1, pair_bone, gp[..., :, None] * local[..., None, :])
-    gtt = g.new_zeros(B, num_bones, 3).index_add_(1, pair_bone, gp * bone_weight[:, None])
-    gx = (gp[..., None, :] @ Wg).reshape(B, -1) @ C.t()
-    return gx, gW, gtt
+    P = fold.bone_select.shape[1]
+    gp = (g.transpose(1, 2) @ fold.joint_select.t())[:, :, None, :]  # (B, 3, 1, P)
+    gT = ((gp * loc).view(B, 12, P) @ fold.bone_select.t()).view(B, 3, 4, -1).permute(0, 3, 1, 2)
+    gx = (Tg * gp).sum(1).view(B, 4 * P) @ fold.C.t()
+    return gx, gT
 
 
 def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tensor, conf: torch.Tensor,
@@ -306,8 +361,8 @@ def depth_fwd(tz: torch.Tensor, tz0: torch.Tensor, weight: float) -> tuple[torch
 class _Prepared(NamedTuple):
     """What a fit derives from FitConstants once."""
 
-    levels: _Levels
-    C: torch.Tensor  # (K, 3P) folded coefficients as one matrix
+    plan: ChainPlan
+    fold: Folded
     J_shapedirs: torch.Tensor  # (S, 72) rest joints' shape blend as one matrix
     J_template: torch.Tensor  # (72,)
     eye: torch.Tensor  # (3, 3)
@@ -315,9 +370,10 @@ class _Prepared(NamedTuple):
 
 def prepare(consts: FitConstants) -> _Prepared:
     dev = consts.J_template.device
-    P, _, K = consts.coeffs.shape
     S = consts.J_shapedirs.shape[-1]
-    return _Prepared(chain_levels(consts.parents, dev), consts.coeffs.permute(2, 0, 1).reshape(K, 3 * P).contiguous(),
+    fold = fold_pairs(consts.coeffs, consts.bone_weight, consts.pair_joint, consts.pair_bone,
+                      consts.num_vertex_joints, consts.J_template.shape[0])
+    return _Prepared(chain_plan(consts.parents, dev), fold,
                      consts.J_shapedirs.reshape(-1, S).t().contiguous(), consts.J_template.reshape(-1),
                      torch.eye(3, dtype=consts.J_template.dtype, device=dev))
 
@@ -325,16 +381,16 @@ def prepare(consts: FitConstants) -> _Prepared:
 def body_fwd(c: FitConstants, pc: _Prepared, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     """x (B, 72 + S) = [global orient | body pose | betas] -> smpl_49 joints (B, 49, 3), as
     BodyModel.joints_only: 1. R = Rodrigues of the 24 axis-angles; 2. rest joints
-    J = J_template + J_shapedirs betas; 3. the chain (W, t, tt); 4. pose feature R[1:] - I;
+    J = J_template + J_shapedirs betas; 3. the chain (G = [W | t], T); 4. pose feature R[1:] - I;
     5. the folded regressor on x = [1, betas, pose feature]; 6. cat([t | vertex joints])[joint_index]."""
     B = x.shape[0]
     R, rc = rodrigues_fwd(x[:, :72].reshape(B, -1, 3))
     betas = x[:, 72:]
     J = torch.addmm(pc.J_template, betas, pc.J_shapedirs).view(B, -1, 3)
-    W, t, tt, cc = chain_fwd(R, J, pc.levels)
+    G, T, cc = chain_fwd(R, J, pc.plan)
     feat = torch.cat([betas.new_ones(B, 1), betas, (R[:, 1:] - pc.eye).reshape(B, -1)], 1)
-    vj, jc = joints_only_fwd(feat, W, tt, pc.C, c.bone_weight, c.pair_joint, c.pair_bone, c.num_vertex_joints)
-    return torch.cat([t, vj], 1)[:, c.joint_index], (rc, cc, jc)
+    vj, jc = joints_only_fwd(feat, T, pc.fold)
+    return torch.cat([G[..., 3], vj], 1).index_select(1, c.joint_index), (rc, cc, jc)
 
 
 def body_vjp(c: FitConstants, pc: _Prepared, cache: tuple, g: torch.Tensor) -> torch.Tensor:
@@ -343,8 +399,9 @@ def body_vjp(c: FitConstants, pc: _Prepared, cache: tuple, g: torch.Tensor) -> t
     B, nb = g.shape[0], pc.J_template.shape[0] // 3
     S = pc.J_shapedirs.shape[0]
     g_all = g.new_zeros(B, nb + c.num_vertex_joints, 3).index_add_(1, c.joint_index, g)
-    gfeat, gW, gtt = joints_only_vjp(jc, g_all[:, nb:], pc.C, c.bone_weight, c.pair_joint, c.pair_bone, nb)
-    gR, gJ = chain_vjp(cc, g_all[:, :nb], gW, gtt, pc.levels)
+    gfeat, gT = joints_only_vjp(jc, g_all[:, nb:], pc.fold)
+    gG = torch.cat([torch.zeros_like(gT[..., :3]), g_all[:, :nb, :, None]], -1)
+    gR, gJ = chain_vjp(cc, gG, gT, pc.plan)
     gR[:, 1:] += gfeat[:, 1 + S:].view(B, nb - 1, 3, 3)
     g_betas = torch.addmm(gfeat[:, 1:1 + S], gJ.reshape(B, -1), pc.J_shapedirs.t())
     return torch.cat([rodrigues_vjp(rc, gR).reshape(B, -1), g_betas], 1)
@@ -358,6 +415,37 @@ def priors_fwd(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: t
     sv, sg = shape_fwd(betas)
     value = o.pose_prior_weight * gv + o.angle_prior_weight * av + o.shape_prior_weight * sv
     return value, o.pose_prior_weight * gg + o.angle_prior_weight * ag, o.shape_prior_weight * sg
+
+
+# --- the same values through the ops' references (the set-up and the result) ---------------------------
+# What the fit returns is scored exactly as SMPLify.joint_loss / priors score any fit (the same ops,
+# same order): a result's losses do not depend on the rounding of the hand-derived loop.
+
+def joints_reference(c: FitConstants, x: torch.Tensor) -> torch.Tensor:
+    """smpl_49 joints (B, 49, 3) of x (B, 72 + S) as BodyModel.joints_only computes them on CPU."""
+    B = x.shape[0]
+    betas = x[:, 72:]
+    rest = c.J_template + torch.einsum("bs,jcs->bjc", betas, c.J_shapedirs)
+    rotmats = rodrigues_torch(x[:, :72].reshape(B, -1, 3))
+    posed, transforms = kinematic_chain_torch(rotmats, rest, c.parents)
+    eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    vj = joints_only_torch(betas, (rotmats[:, 1:] - eye).reshape(B, -1), transforms, c.coeffs, c.bone_weight,
+                           c.pair_joint, c.pair_bone, c.num_vertex_joints)
+    return torch.cat([posed, vj], 1)[:, c.joint_index]
+
+
+def data_reference(o: FitOptions, joints, cam_t, kp, conf, center) -> torch.Tensor:
+    """Stage 2's data term per joint (B, 49) through reprojection_loss_torch."""
+    return reprojection_loss_torch(joints, cam_t, kp, conf, o.focal_length, center, o.sigma,
+                                   "spin" if o.units == 0 else "mmhuman3d", o.kp_norm, "none")
+
+
+def priors_reference(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """(B,) w_pose gmm + w_angle angle + w_shape |betas|^2 through gmm_prior_torch."""
+    bent = torch.exp(body_pose.index_select(1, c.angle_index) * c.angle_signs)
+    angle = ((bent - 1) if o.angle_minus_one else bent).square().sum(-1)
+    return (o.pose_prior_weight * gmm_prior_torch(body_pose, c.gmm_means, c.gmm_precisions, c.gmm_nll)
+            + o.angle_prior_weight * angle + o.shape_prior_weight * betas.square().sum(-1))
 
 
 # --- Adam with the per-sample bookkeeping ------------------------------------------------------------
@@ -466,12 +554,12 @@ def _fit(c: FitConstants, o: FitOptions, pose_in, betas_in, cam_in, kp_in, cente
     body_pose = pose[:, 3:]
 
     # 2. Stage 1: joints with zero global orient, once; the rigid root turn.
-    X0, _ = body_fwd(c, pc, torch.cat([torch.zeros_like(pose[:, :3]), body_pose, betas], 1))
-    J0 = pc.J_template[:3] + betas @ pc.J_shapedirs[:, :3]  # (B, 3)
+    X0 = joints_reference(c, torch.cat([torch.zeros_like(pose[:, :3]), body_pose, betas], 1))
+    J0 = c.J_template[0] + torch.einsum("bs,cs->bc", betas, c.J_shapedirs[0])  # (B, 3)
     if o.stage1_all_joints:
         s = c.row_sums.expand(B, -1)
         kp1, conf1, sigma1, units1 = kp, conf2, sigma, units
-        const = priors_fwd(c, o, body_pose, betas)[0]
+        const = priors_reference(c, o, body_pose, betas)
     else:  # OpenPose hips/shoulders when all four are visible, else the ground-truth ones; plain squares
         idx = c.torso[(conf_raw[:, c.torso[0]] <= 0).any(-1).long()]  # (B, 4)
         X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
@@ -514,9 +602,8 @@ def _fit(c: FitConstants, o: FitOptions, pose_in, betas_in, cam_in, kp_in, cente
 
     # 4. The result, its per-joint loss and its stage-2 objective.
     x = st2.x
-    joints, _ = body_fwd(c, pc, x)
-    joint_loss, _ = project_fwd(joints, cam_t, kp, conf2, f, center, sigma, units, kp_norm)
-    total = joint_loss.sum(-1) + priors_fwd(c, o, x[:, 3:72], x[:, 72:])[0]
+    joint_loss = data_reference(o, joints_reference(c, x), cam_t, kp, conf2, center)
+    total = joint_loss.sum(-1) + priors_reference(c, o, x[:, 3:72], x[:, 72:])
     valid = (valid_in & ~st1.diverged & ~st2.diverged & torch.isfinite(total) & torch.isfinite(x).all(-1)
              & torch.isfinite(cam_t).all(-1))
     keep = valid[:, None]
