@@ -20,6 +20,8 @@ from pathlib import Path
 ENV_BACKEND = "SPIN_FAST_BACKEND"
 ENV_DATA_ROOT = "SPIN_FAST_DATA_ROOT"
 ENV_CACHE = "SPIN_FAST_CACHE"
+ENV_TRITON_INTERPRET = "TRITON_INTERPRET"
+KERNEL_BACKENDS = ("auto", "torch", "triton")
 
 GENDERS = ("neutral", "male", "female")
 
@@ -101,14 +103,34 @@ def configured_data_root(data_root: str | os.PathLike | None = None) -> AssetPat
     root = data_root if data_root is not None else env_data_root()
     if root is None:
         return None
+    source = "" if data_root is not None else f" (from ${ENV_DATA_ROOT})"
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"data root {root}{source} does not exist or is not a folder")
     if (root / "data" / "body_models").is_dir() and not (root / "body_models").is_dir():
         root = root / "data"
     paths = AssetPaths(root)
     paths.check_body_model_files()
     return paths
+
+
+def check_environment() -> None:
+    """SettingError when an environment variable of the table above cannot work on this machine:
+    SPIN_FAST_BACKEND not one of auto / torch / triton, or `triton` without a CUDA GPU and without
+    TRITON_INTERPRET=1. Every command checks this first, before any work or file is made."""
+    from spin_fast.errors import SettingError
+
+    choice = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
+    if choice not in KERNEL_BACKENDS:
+        raise SettingError(f"${ENV_BACKEND} is {os.environ[ENV_BACKEND]!r}; expected one of "
+                           f"{', '.join(KERNEL_BACKENDS)} (or unset: auto)")
+    if choice == "triton" and os.environ.get(ENV_TRITON_INTERPRET, "0") in ("", "0"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SettingError(f"${ENV_BACKEND}=triton needs a CUDA GPU, and torch sees none; unset it (auto "
+                               f"runs the torch reference on the CPU), or set {ENV_TRITON_INTERPRET}=1 to "
+                               "run the kernels in Triton's (slow) interpreter")
 
 
 def default_device():

@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from spin_fast.errors import SpinFastError
+
 
 class RefusedGlobal(pickle.UnpicklingError):
     """A pickle asked for a global outside the allowed set; `name` is 'module.attribute'."""
@@ -92,7 +94,7 @@ def read_npy(fh: IO[bytes]) -> np.ndarray:
     return arr
 
 
-class UnsafeDataError(ValueError):
+class UnsafeDataError(SpinFastError, ValueError):
     """A data file's pickled member asks for a global that is refused; names file, key and global."""
 
     def __init__(self, path, key: str, refused: RefusedGlobal):

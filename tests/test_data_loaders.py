@@ -346,5 +346,5 @@ def test_train_cli_refuses_a_loader_that_does_not_import(tmp_path, capsys):
                "--data-root", str(tmp_path / "no_data_here")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith("spin_fast.train: data.loader torchvision: torchvision does not import here"), err
+    assert err[0].startswith("spin_fast.train: error: data.loader torchvision: torchvision does not import here"), err
     assert not (tmp_path / "w").exists()

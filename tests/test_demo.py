@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from spin_fast.data.augment import AugParams, crop_matrix, invert_affine
-from spin_fast.demo import image_camera, main
+from spin_fast.demo import DemoError, image_camera, run
 from spin_fast.model import HMR
 
 
@@ -44,11 +44,11 @@ def test_demo_writes_overlay_and_side_view(synthetic_assets, checkpoint, tmp_pat
     bbox = [70.0, 20.0, 60.0, 90.0]  # a person on the right of a.png
     (tmp_path / "boxes.json").write_text(json.dumps({"a.png": bbox}))
     out = tmp_path / "out"
-    written = main(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
+    written = run(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
                     "--bboxes", str(tmp_path / "boxes.json"), "--data-root", str(synthetic_assets.root),
                     "--device", "cpu"])
-    assert [p.name for p in written] == ["a.png", "b.png"]
-    a = np.asarray(Image.open(out / "a.png"))
+    assert [p.name for p in written] == ["a.png.overlay.png", "b.jpg.overlay.png"]
+    a = np.asarray(Image.open(out / "a.png.overlay.png"))
     assert a.shape == (120, 320, 3)
     front, side = a[:, :160].astype(int), a[:, 160:]
     drawn = np.abs(front - np.array([20, 30, 40])).sum(-1) > 30
@@ -59,7 +59,7 @@ def test_demo_writes_overlay_and_side_view(synthetic_assets, checkpoint, tmp_pat
     assert abs(xs.mean() - cx) < 0.2 * side_px and abs(ys.mean() - cy) < 0.2 * side_px
     assert xs.min() >= cx - 0.6 * side_px and (ys.max() - ys.min()) > 0.5 * side_px
     assert (side != 255).any(axis=-1).sum() > 100  # the side view shows the body on white
-    b = np.asarray(Image.open(out / "b.png"))
+    b = np.asarray(Image.open(out / "b.jpg.overlay.png"))
     assert b.shape == (200, 280, 3)
     preds = json.loads((out / "predictions.json").read_text())
     assert set(preds) == {"a.png", "b.jpg"}
@@ -78,9 +78,9 @@ def test_an_unreadable_image_is_skipped_and_the_rest_kept(synthetic_assets, chec
     (images / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # sorted between the two good ones
     Image.new("RGB", (40, 40), (10, 90, 10)).save(images / "c.png")
     out = tmp_path / "out"
-    written = main(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
+    written = run(["--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
                     "--data-root", str(synthetic_assets.root), "--device", "cpu"])
-    assert [p.name for p in written] == ["a.png", "c.png"]
+    assert [p.name for p in written] == ["a.png.overlay.png", "c.png.overlay.png"]
     assert set(json.loads((out / "predictions.json").read_text())) == {"a.png", "c.png"}
     err = capsys.readouterr().err
     assert f"skipped image {images / 'b.jpg'}: corrupt JPEG" in err and "1 skipped as unreadable: b.jpg" in err, err
@@ -93,23 +93,23 @@ def test_demo_bad_inputs(synthetic_assets, checkpoint, tmp_path):
     common = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--data-root", str(synthetic_assets.root)]
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"zzz.png": [0, 0, 10, 10]}))
-    with pytest.raises(SystemExit, match="'zzz.png' is not an image"):
-        main(common + ["--images", str(images), "--bboxes", str(boxes)])
+    with pytest.raises(DemoError, match="'zzz.png' is not an image"):
+        run(common + ["--images", str(images), "--bboxes", str(boxes)])
     boxes.write_text(json.dumps({"a.png": [0, 0, -1, 10]}))
-    with pytest.raises(SystemExit, match="w, h > 0"):
-        main(common + ["--images", str(images), "--bboxes", str(boxes)])
+    with pytest.raises(DemoError, match="w, h > 0"):
+        run(common + ["--images", str(images), "--bboxes", str(boxes)])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SystemExit, match="no .jpg"):
-        main(common + ["--images", str(empty)])
+    with pytest.raises(DemoError, match="no .jpg"):
+        run(common + ["--images", str(empty)])
     only_broken = tmp_path / "only_broken"
     only_broken.mkdir()
     (only_broken / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(SystemExit, match="none of the 1 images could be read"):
-        main(common + ["--images", str(only_broken)])
+    with pytest.raises(DemoError, match="none of the 1 images could be read"):
+        run(common + ["--images", str(only_broken)])
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the output folder should be")
     with pytest.raises(SystemExit, match=f"--out {blocked}: cannot write there"):
-        main(common[:2] + ["--out", str(blocked), "--images", str(images)])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["--checkpoint", str(tmp_path / "nope.pth"), "--images", str(images), "--out", str(tmp_path / "o")])
+        run(common[:2] + ["--out", str(blocked), "--images", str(images)])
+    with pytest.raises(DemoError, match="does not exist"):
+        run(["--checkpoint", str(tmp_path / "nope.pth"), "--images", str(images), "--out", str(tmp_path / "o")])

@@ -103,7 +103,7 @@ def test_train_cli_refuses_a_crafted_dataset(synthetic_assets, tmp_path, capsys)
     rc = main(["--data-root", str(root), "--work-dir", str(tmp_path / "w"), "--data.mix", "{h36m: 1.0}",
                "--backbone", "resnet18", "--max-steps", "1", "--data.loader", "reference", "--data.threads", "1"])
     err = capsys.readouterr().err
-    assert rc == 1 and not marker.exists()
+    assert rc == 2 and not marker.exists()
     assert "h36m_mosh_train.npz: key 'image_path': refusing to load global 'io.open'" in err, err
 
 

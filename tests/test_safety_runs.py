@@ -270,7 +270,7 @@ def test_full_disk_keeps_the_previous_checkpoint(data_root, base_run, tmp_path, 
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert main(args) == 1
+        assert main(args) == 2
     assert f"no space left on device while writing {work / 'checkpoints' / 'step_0000006.pth'}" in err.getvalue()
     assert not [p for p in (work / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     assert find_resume_checkpoint(work)[1]["meta"]["step"] == 4

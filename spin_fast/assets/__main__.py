@@ -4,9 +4,10 @@ import sys
 import time
 
 from spin_fast.assets import write_assets
+from spin_fast.cli import run_command
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(prog="python -m spin_fast.assets", description=__doc__)
     ap.add_argument("--out", required=True, help="folder to write (the mmhuman3d `data/` layout)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -17,6 +18,11 @@ def main(argv=None) -> int:
     for p in paths.body_model_files():
         print(f"  {p}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Through the one handler of every command (spin_fast.cli): a user error is one line, exit 2."""
+    return run_command("assets", _main, argv)
 
 
 if __name__ == "__main__":

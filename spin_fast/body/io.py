@@ -26,9 +26,10 @@ import scipy.sparse
 
 from spin_fast.constants import NUM_JOINTS, SMPL_PARENTS
 from spin_fast.safe_pickle import DataUnpickler, UnsafeDataError, load_npz
+from spin_fast.errors import SpinFastError
 
 
-class AssetError(ValueError):
+class AssetError(SpinFastError, ValueError):
     """A model/asset file is missing, unreadable, unsafe or not in the expected format."""
 
 

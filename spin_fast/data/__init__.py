@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from spin_fast.data.humandata import HumanData, HumanDataError, write_humandata  # noqa: F401
 from spin_fast.data.batch import ImageError  # noqa: F401
+from spin_fast.errors import SpinFastError
 
 BACKENDS = ("auto", "dali", "torchvision", "reference")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(SpinFastError, RuntimeError):
     """The loader backend asked for by name cannot be imported here (the message says why)."""
 
 
@@ -140,6 +141,8 @@ def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, back
     if not names:
         raise ValueError(f"data.mix gives no dataset a positive ratio: {mix}")
     sources = Sources.from_registry(paths, names)
+    for data in sources.data:  # before any step: a dataset without 2D keypoints would train on infinite fits
+        data.require_training_labels()
     sampler = MixedSampler(sources.sizes, [mix[n] for n in names], batch_size, seed=seed, rank=rank,
                            world_size=world_size)
     planner = TrainPlanner(sources, sampler, rot_prob, geometry)

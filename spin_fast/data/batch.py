@@ -20,14 +20,18 @@ from spin_fast.constants import GENDER_IDS, IMG_RES
 from spin_fast.data.augment import (AugParams, augment_labels, crop_matrix, keypoint_matrix, label_rotation,
                                    sample_aug_params, transform_keypoints2d)
 from spin_fast.data.humandata import HumanData
+from spin_fast.errors import SpinFastError
 
 
-class ImageError(RuntimeError):
+class ImageError(SpinFastError, RuntimeError):
     """An image is missing, unreadable or corrupt; `path` names it."""
 
     def __init__(self, path, reason: str):
         super().__init__(f"image {path}: {reason}")
-        self.path = str(path)
+        self.path, self.reason = str(path), reason
+
+    def __reduce__(self):  # rebuilt whole when it crosses a process boundary (loader workers)
+        return type(self), (self.path, self.reason)
 
 
 class Sources:

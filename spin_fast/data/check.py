@@ -69,6 +69,11 @@ def check_data_root(root, names=None, decode: bool = False) -> list[DatasetRepor
     return [_check_or_report(paths, n, decode) for n in (names or list(DATASETS))]
 
 
+    if spec.split == "train":
+        try:
+            hd.require_training_labels()
+        except HumanDataError as e:
+            rep.errors.append(str(e))
 def _check_or_report(paths: AssetPaths, name: str, decode: bool) -> DatasetReport:
     """check_dataset, with any unforeseen failure reported for this dataset so the others still run."""
     if name not in DATASETS:

@@ -57,19 +57,18 @@ class _PlanItems:
 
 
 class _CropDataset(torch.utils.data.Dataset):
-    """item (row, file, matrix (2, 3), noise (3,)) -> (row, normalised crop (3, 224, 224) or None, error)."""
+    """item (row, file, matrix (2, 3), noise (3,)) -> (row, normalised crop (3, 224, 224) or None, error).
 
-    def __init__(self, skip_bad_images: bool):
-        self.skip_bad_images = skip_bad_images
+    An unreadable image comes back as its error (not raised in the worker, where torch would re-raise
+    it as 'Caught ImageError in DataLoader worker process N' with the worker's traceback): the main
+    process skips it or raises it naming the file and the sample."""
 
     def __getitem__(self, item):
         i, path, matrix, noise = item
         try:
             crop = warp_pil(path, read_image_bytes(path), matrix)
         except ImageError as e:
-            if not self.skip_bad_images:
-                raise
-            return i, None, str(e)
+            return i, None, e
         return i, torch.from_numpy(noise_and_normalize(crop, noise)), None
 
 
@@ -77,7 +76,7 @@ def _collate(outputs):
     """In the worker: the rows that loaded, their stacked images, the errors of the others."""
     rows = [i for i, img, _ in outputs if img is not None]
     imgs = [img for _, img, _ in outputs if img is not None]
-    errors = [e for _, img, e in outputs if img is None]
+    errors = [(i, e) for i, img, e in outputs if img is None]
     stacked = torch.stack(imgs) if imgs else torch.zeros(0, 3, IMG_RES, IMG_RES)
     return torch.tensor(rows, dtype=torch.long), stacked, errors
 
@@ -105,14 +104,20 @@ class ReferenceLoader:
     def iter_from(self, step: int = 0) -> Iterator[dict]:
         items = _PlanItems(self.planner, step, self.num_steps)
         loader = torch.utils.data.DataLoader(
-            _CropDataset(self.skip_bad_images), batch_sampler=items, num_workers=self.threads,
+            _CropDataset(), batch_sampler=items, num_workers=self.threads,
             collate_fn=_collate, prefetch_factor=2 if self.threads > 0 else None,
             # workers come from a fresh single-threaded server process, never forked from this one: a
             # fork of a process whose other threads (OpenMP, DALI, torch) hold a lock can deadlock
             multiprocessing_context=_worker_context() if self.threads > 0 else None)
         for rows, imgs, errors in loader:
             plan = items.plans.popleft()
+            if errors and not self.skip_bad_images:
+                i, e = errors[0]
+                d = int(plan.dataset_id[i])
+                raise ImageError(e.path, f"{e.reason} (dataset {self.sources.names[d]}, sample "
+                                         f"{int(plan.sample_index[i])})")
             if errors:
+                errors = [str(e) for _, e in errors]
                 self.skipped.extend(errors)
                 print(f"spin_fast: skipped {len(errors)} unreadable image(s) ({len(self.skipped)} so far): "
                       f"{errors[0]}", file=sys.stderr)

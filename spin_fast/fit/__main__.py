@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 import torch
+
+from spin_fast.cli import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted fit: the same arguments, --resume instead of
+    --overwrite (the saved progress is kept and used)."""
+    kept = [a for a in argv if a not in ("--overwrite", "--resume")]
+    return shlex.join(["python", "-m", "spin_fast.fit", *kept, "--resume"])
+
+
 def main(argv=None) -> int:
+    """The command, through the one handler of every command (spin_fast.cli): a user error is one
+    line and exit status 2; Ctrl-C saves the progress and says how to continue, exit 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_command("fit", _main, argv, resume=lambda: resume_command(argv))
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     from spin_fast.config import init_distributed
     from spin_fast.data.batch import Sources
@@ -50,19 +67,16 @@ def main(argv=None) -> int:
     from spin_fast.data.synth import open_data_root
     from spin_fast.fit.run import FitConfig, fit_dataset
 
+    spec = get_dataset(args.dataset)
     try:
-        spec = get_dataset(args.dataset)
         cfg = FitConfig(args.dataset, args.preset, args.stage1_iters, args.stage2_iters, args.batch_size, args.init,
                         args.checkpoint).validate()
-    except (KeyError, ValueError) as e:
-        print(f"spin_fast.fit: {e.args[0]}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if args.save_every < 1:
-        print(f"spin_fast.fit: --save-every must be >= 1, got {args.save_every}", file=sys.stderr)
-        return 2
+        raise SystemExit(f"--save-every must be >= 1, got {args.save_every}")
     if args.checkpoint and not os.path.isfile(args.checkpoint):
-        print(f"spin_fast.fit: --checkpoint {args.checkpoint} does not exist", file=sys.stderr)
-        return 2
+        raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     rank, world, device = init_distributed(args.device or "auto")
     if args.device and world == 1:
         device = torch.device(args.device)
@@ -74,17 +88,13 @@ def main(argv=None) -> int:
     elif spec.fits is not None:
         out = paths.static_fits(spec.fits)
     else:
-        print(f"spin_fast.fit: dataset {args.dataset} has no static fits file name; give --out", file=sys.stderr)
-        return 2
-    try:
-        sources = Sources.from_registry(paths, [args.dataset])
-        result = fit_dataset(sources, paths, cfg, out, device=device, resume=args.resume, overwrite=args.overwrite,
-                             save_every=args.save_every, rank=rank, world=world, loader_backend=args.loader,
-                             threads=args.threads, trust_checkpoint=args.trust_checkpoint,
-                             progress=not args.no_progress)
-    except (FileExistsError, ValueError) as e:  # HumanDataError is one: the file, key and sample named
-        print(f"spin_fast.fit: error: {e}", file=sys.stderr)
-        return 2
+        raise SystemExit(f"dataset {args.dataset} has no static fits file name; give --out")
+    sources = Sources.from_registry(paths, [args.dataset])
+    sources.data[0].require_training_labels()  # SMPLify fits the 2D keypoints: without them, nothing to fit
+    result = fit_dataset(sources, paths, cfg, out, device=device, resume=args.resume, overwrite=args.overwrite,
+                         save_every=args.save_every, rank=rank, world=world, loader_backend=args.loader,
+                         threads=args.threads, trust_checkpoint=args.trust_checkpoint,
+                         progress=not args.no_progress)
     if result is not None:
         r = result.report
         fps = f"{r['fits_per_s']:.1f} fits/s" if r["fits_per_s"] else "nothing left to fit"

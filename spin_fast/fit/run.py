@@ -37,12 +37,18 @@ import torch.distributed as dist
 
 from spin_fast.atomic import atomic_torch_save, atomic_write_json
 from spin_fast.constants import FIT_VALID_THRESHOLD, NUM_BETAS
+from spin_fast.errors import Interrupted, SpinFastError
+from spin_fast.run_lock import RunLock
 from spin_fast.smplify.fits import FIT_DIM
 
 INITS = ("mean", "static", "checkpoint")
 PRESETS = ("spin", "mmhuman3d")
 # per-sample result columns kept while fitting (float32 arrays of shape (N,) unless noted)
 _COLUMNS = {"fits": FIT_DIM, "cam_t": 3, "loss": 0, "px": 0, "valid": 0, "mpjpe": 0, "pa_mpjpe": 0}
+
+
+class FitError(SpinFastError, ValueError):
+    """A fit that cannot start as asked: its output, its saved progress or its dataset."""
 
 
 @dataclass(frozen=True)
@@ -194,9 +200,14 @@ class SavedProgress:
         """Merge every saved progress file; `take`: this process reports the merged batches. Returns
         the number of batches found done."""
         for path in self.files():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if state["config"] != self.config or int(state["n"]) != self.n:
-                raise ValueError(f"{path}: progress of a different fit ({state['config']}, {state['n']} samples); "
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                config, n = state["config"], int(state["n"])
+            except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign: named, never half-used
+                raise FitError(f"{path}: unreadable saved progress ({str(e).splitlines()[0][:200]}); pass "
+                               "--overwrite to start over") from None
+            if config != self.config or n != self.n:
+                raise FitError(f"{path}: progress of a different fit ({state['config']}, {state['n']} samples); "
                                  f"this one is {self.config}, {self.n} samples: pass --overwrite to start over")
             done = state["done"].numpy().astype(bool)
             rows = np.repeat(done, self.config["batch_size"])[: self.n]
@@ -235,7 +246,37 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     `<out stem>.report.json` beside it. paths: the AssetPaths of the body model, GMM, mean parameters
     and (init 'static') the dataset's static fits. Under several processes (torch.distributed
     initialised, rank / world given) each fits its share of the batches and rank 0 writes; the
-    other ranks return None."""
+    other ranks return None.
+
+    The writing rank holds `out`'s lock (`output_lock`) for the whole fit: a second fit onto the same
+    output (and progress folder) is refused at once, naming the holder's pid; taking it also proves,
+    before the first sample, that the output's folder can be written."""
+    out = Path(out)
+    if out.is_dir():
+        raise FitError(f"--out {out} is a folder; name the .npy file to write")
+    lock = output_lock(out) if rank == 0 else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except OSError as e:
+            raise FitError(f"--out {out}: cannot write in {out.parent} ({e.strerror or e})") from None
+    try:
+        return _fit_dataset(sources, paths, cfg, out, device=device, resume=resume, overwrite=overwrite,
+                            save_every=save_every, rank=rank, world=world, loader_backend=loader_backend,
+                            threads=threads, trust_checkpoint=trust_checkpoint, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def output_lock(out: Path) -> RunLock:
+    """The lock of a fits output and its progress folder: `.<name>.lock` beside it (removed at the end)."""
+    return RunLock(out.with_name(f".{out.name}.lock"), f"fits output {out} (and {out.name}.progress)")
+
+
+def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: bool, overwrite: bool,
+                 save_every: int, rank: int, world: int, loader_backend: str, threads: int,
+                 trust_checkpoint: bool, progress: bool) -> FitResult | None:
     from spin_fast.body import BodyModel
     from spin_fast.data.augment import AugParams
     from spin_fast.data.batch import assemble_labels, make_plan
@@ -250,7 +291,7 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     device = torch.device(device) if device is not None else torch.device("cpu")
     n = sources.sizes[0]
     if n == 0:
-        raise ValueError(f"dataset {cfg.dataset!r} has no samples")
+        raise FitError(f"dataset {cfg.dataset!r} has no samples")
     config = asdict(cfg)
     batches = batch_indices(n, cfg.batch_size)
     if out.exists() and not overwrite:
@@ -284,7 +325,7 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
     if cfg.init == "static":
         spec = get_dataset(cfg.dataset)
         if spec.fits is None:
-            raise ValueError(f"dataset {cfg.dataset!r} has no static fits to start from (use --init mean)")
+            raise FitError(f"dataset {cfg.dataset!r} has no static fits to start from (use --init mean)")
         static = load_static_fits(paths.static_fits(spec.fits), n)
 
     def plan(step: int):
@@ -338,6 +379,12 @@ def fit_dataset(sources, paths, cfg: FitConfig, out: str | os.PathLike, *, devic
             if since_save >= save_every:
                 state.save()
                 since_save = 0
+    except KeyboardInterrupt:
+        bar.close()
+        if since_save:
+            state.save()  # the batches done since the last save are kept too
+        kept = int(state.done.sum())
+        raise Interrupted(f"{kept} of {len(batches)} batches done, saved in {progress_dir}") from None
     finally:
         bar.close()
 

@@ -19,12 +19,14 @@ from collections.abc import Mapping
 
 import torch
 
+from spin_fast.errors import SpinFastError
+
 IGNORED_PREFIXES = ("body_model_train.", "body_model_test.", "body_model.", "disc.", "discriminator.")
 HEAD_NAMES = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_pose", "init_shape", "init_cam")
 BACKBONE_NAMES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SpinFastError, ValueError):
     pass
 
 
@@ -37,13 +39,25 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # not a refusal: a broken or foreign file
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another "
+                                  f"kind of file: {_first_line(err)})") from None
         if not trust:
             raise CheckpointError(
-                f"{path}: cannot be read with torch.load(weights_only=True) ({str(err).splitlines()[0]}); "
-                "if you trust this file, pass --trust-checkpoint to load it with full unpickling") from err
-        return torch.load(path, map_location="cpu", weights_only=False)
+                f"{path}: cannot be read with torch.load(weights_only=True) ({_first_line(err)}); "
+                "if you trust this file, pass --trust-checkpoint to load it with full unpickling") from None
     except Exception as err:  # zip/pickle corruption and the like
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another kind of "
+                              f"file: {_first_line(err)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - a class it names that is not installed, and the like
+        raise CheckpointError(f"{path}: cannot be unpickled even with --trust-checkpoint ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
 
 def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -12,10 +12,12 @@ A work dir that already holds a run is never overwritten: continue it with `--re
 from __future__ import annotations
 
 import argparse
-import errno
+import shlex
 import sys
+from pathlib import Path
 
-from spin_fast.train.config import PRESETS, ConfigError, build_config, describe, load_yaml, nearest_keys
+from spin_fast.cli import run_command
+from spin_fast.train.config import PRESETS, build_config, describe, load_yaml, nearest_keys
 
 ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_steps", "batch_size": "data.batch_size",
            "backbone": "model.backbone"}
@@ -69,24 +71,47 @@ def chosen_preset(argv) -> str:
     return value if value in PRESETS else "mmhuman3d"
 
 
+def resume_command(argv: list[str], work_dir: str, work_dir_given: bool) -> str:
+    """The command line that continues this run: the same arguments, without --overwrite and
+    --resume [CKPT], with --work-dir when the demo picked it, and --resume (or, when no checkpoint
+    was written yet, --overwrite: the run starts again, the old one moved aside)."""
+    kept, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--resume":
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        if a.startswith("--resume=") or a == "--overwrite":
+            continue
+        kept.append(a)
+    if not work_dir_given:
+        kept += ["--work-dir", work_dir]
+    has_checkpoint = any((Path(work_dir) / "checkpoints").glob("*.pth"))
+    return shlex.join(["python", "-m", "spin_fast.train", *kept, "--resume" if has_checkpoint else "--overwrite"])
+
+
 def main(argv=None) -> int:
+    """The command, through the one handler of every command (spin_fast.cli): a user error is one
+    line and exit status 2, Ctrl-C says the step reached and the command that resumes, exit 130."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    state: dict = {}
+    return run_command("train", lambda a: _main(a, state), argv, resume=lambda: state.get("resume"),
+                       user_errors=(FloatingPointError,))
+
+
+def _main(argv: list[str], state: dict) -> int:
     args = parse(parser(chosen_preset(argv)), argv)
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     for alias, key in ALIASES.items():
         v = getattr(args, alias)
         if v is not None:
             overrides[key] = v
-    try:
-        cfg = build_config(args.config, overrides)
-        work_dir_given = "work_dir" in overrides or bool(args.config and "work_dir" in load_yaml(args.config))
-    except ConfigError as e:
-        print(f"spin_fast.train: config error: {e}", file=sys.stderr)
-        return 2
-    from spin_fast.data import BackendUnavailable, HumanDataError, ImageError
-    from spin_fast.train.checkpoint import CheckpointLoadError
+    cfg = build_config(args.config, overrides)
+    work_dir_given = "work_dir" in overrides or bool(args.config and "work_dir" in load_yaml(args.config))
     from spin_fast.train.loop import train
-    from spin_fast.train.run_dir import RunDirError, fresh_work_dir
+    from spin_fast.train.run_dir import fresh_work_dir
 
     if cfg.demo and not work_dir_given and not args.resume and not args.overwrite:
         cfg.work_dir = str(fresh_work_dir(cfg.work_dir))  # a second demo keeps the first
@@ -95,23 +120,8 @@ def main(argv=None) -> int:
         print("spin_fast.train: no data root configured: running the short synthetic demo "
               f"({cfg.max_steps} steps, {cfg.model.backbone}, batch {cfg.data.batch_size}) in {cfg.work_dir}",
               file=sys.stderr)
-    try:
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=args.allow_config_change)
-    except ConfigError as e:
-        print(f"spin_fast.train: config error: {e}", file=sys.stderr)
-        return 2
-    except BackendUnavailable as e:
-        print(f"spin_fast.train: {e}", file=sys.stderr)
-        return 2
-    except (RunDirError, CheckpointLoadError, FloatingPointError, HumanDataError, ImageError) as e:
-        print(f"\nspin_fast.train: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        named = str(e.strerror).startswith("no space left on device while writing")
-        print(f"\nspin_fast.train: error: {e.strerror if named else f'no space left on device ({e})'}", file=sys.stderr)
-        return 1
+    state["resume"] = resume_command(argv, cfg.work_dir, work_dir_given)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=args.allow_config_change)
     if result and len(result) > 1:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))
         print(f"spin_fast.train: done step={result['step']} {metrics} checkpoint={cfg.work_dir}/checkpoints/latest.pth")

@@ -26,6 +26,7 @@ import torch
 
 from spin_fast.atomic import atomic_link, atomic_torch_save
 from spin_fast.model.checkpoint_import import unwrap
+from spin_fast.errors import SpinFastError
 
 CHECKPOINT_VERSION = 1
 
@@ -66,7 +67,7 @@ def _python_state_from_tensor(d) -> tuple:
 STEP_FILE = re.compile(r"step_(\d+)\.pth$")
 
 
-class CheckpointLoadError(ValueError):
+class CheckpointLoadError(SpinFastError, ValueError):
     """A training checkpoint is missing, unreadable, unsafe or of another run; names the file."""
 
 
@@ -127,12 +128,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):  # a broken file, not a refused object
+            raise CheckpointLoadError(f"{path}: unreadable (truncated, corrupt or not a checkpoint): "
+                                      f"{(str(e).strip().splitlines() or [''])[0]}") from None
         refused = re.search(r"GLOBAL (\S+)", str(e))
         what = f" (it asks for {refused.group(1)})" if refused else ""
         raise CheckpointLoadError(f"{path}: refusing to load: it holds objects other than tensors and plain "
                                   f"values{what}, which a spin_fast training checkpoint never does") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointLoadError(f"{path}: unreadable (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a broken file makes torch.load raise: named, never used
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointLoadError(f"{path}: unreadable (truncated, corrupt or not a checkpoint): {first}") from None
     for key in ("meta", "state_dict", "optimizer", "rng"):
         if not isinstance(ckpt, dict) or key not in ckpt:
             raise CheckpointLoadError(f"{path}: not a spin_fast training checkpoint (missing '{key}')")

@@ -25,6 +25,7 @@ import yaml
 
 from spin_fast.config import env_data_root
 from spin_fast.constants import MIN_INPUT_RES, MMHUMAN3D_MIX
+from spin_fast.errors import SpinFastError
 
 # Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
 # 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
@@ -53,7 +54,7 @@ PRESETS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(SpinFastError, ValueError):
     """A configuration value is missing, unknown or invalid (the message names the key)."""
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from spin_fast.config import init_distributed  # noqa: F401 (also imported from here)
+from spin_fast.config import configured_data_root, init_distributed  # noqa: F401 (also imported from here)
 from spin_fast.data.synth import open_data_root
 from spin_fast.model.checkpoint_import import unwrap
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
 from spin_fast.train.monitor import TrainMonitor
-from spin_fast.train.run_dir import open_run, record_config, truncate_log
+from spin_fast.errors import Interrupted
+from spin_fast.train.run_dir import open_run, record_config, truncate_log, work_dir_lock
 from spin_fast.train.step import StepContext, train_step
 from spin_fast.train.timing import PhaseTimer
 
@@ -79,7 +80,18 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
 
     resume: True continues from the work dir's newest good checkpoint, a path from that file.
     A work dir holding a run is refused without `resume` (`overwrite` moves it aside); a resume with a
-    changed config is refused without `allow_config_change` (see spin_fast.train.run_dir)."""
+    changed config is refused without `allow_config_change` (see spin_fast.train.run_dir).
+    The writing rank holds the work dir's lock from before anything is decided until it returns;
+    another run into the same work dir is refused at once (`spin_fast.run_lock.LockHeld`)."""
+    lock = work_dir_lock(cfg.work_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        return _train(cfg, resume, return_state, overwrite, allow_config_change, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_config_change: bool, lock) -> dict:
     from spin_fast.data import build_train_loader, choose_backend
     from spin_fast.model import HMR
     from spin_fast.body import BodyModel
@@ -98,8 +110,9 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
     work_dir = Path(cfg.work_dir)
     steps_per_epoch = max(1, cfg.optim.samples_per_epoch // (cfg.data.batch_size * world))
     total_steps = cfg.max_steps or cfg.optim.epochs * steps_per_epoch
+    configured_data_root(cfg.data.root)  # a data root that is not there fails before the work dir is touched
     ckpt_path, ckpt, changes = open_run(to_dict(cfg), work_dir, resume, overwrite, allow_config_change, rank,
-                                        barrier=dist.barrier if world > 1 else None)
+                                        barrier=dist.barrier if world > 1 else None, lock=lock)
     start = int(ckpt["meta"]["step"]) if ckpt is not None else 0
     if start >= total_steps:
         if rank == 0:
@@ -164,29 +177,37 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
     it = loader.iter_from(start)
     timer = ctx.timer  # phases: spin_fast.train.timing
     last = {}
-    for step in range(start + 1, total_steps + 1):
-        monitor.begin(step, ctx)
-        with timer.phase("data", host=True):
-            batch = next(it)
-        if start and step == start + 1:
-            # after the first batch: starting an iterator may draw from the global RNG (DataLoader
-            # seeds), as it did at step 1 of the original run, so dropout continues from the saved state
-            set_rng_state(resume_rng)
-        with timer.phase("forward"):
-            loss, logs = train_step(ctx, batch)
-            watch.observe(step, loss, batch)
-        with timer.phase("backward"):
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        if monitor.is_log_step(step) or step % cfg.ckpt_every == 0:
-            watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
-        # progress every step; on logging steps the host syncs: logged tensors become numbers, timers are read
-        last = monitor.end(step, logs, batch, images=batch["img"].shape[0] * world, lr=scheduler.get_last_lr()[0],
-                           timer=timer) or last
-        if step % cfg.ckpt_every == 0 or step == total_steps:
-            _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
+    done, saved = start, start if ckpt_path else None  # steps finished, the newest checkpoint's step
+    try:
+        for step in range(start + 1, total_steps + 1):
+            monitor.begin(step, ctx)
+            with timer.phase("data", host=True):
+                batch = next(it)
+            if start and step == start + 1:
+                # after the first batch: starting an iterator may draw from the global RNG (DataLoader
+                # seeds), as it did at step 1 of the original run, so dropout continues from the saved state
+                set_rng_state(resume_rng)
+            with timer.phase("forward"):
+                loss, logs = train_step(ctx, batch)
+                watch.observe(step, loss, batch)
+            with timer.phase("backward"):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            if monitor.is_log_step(step) or step % cfg.ckpt_every == 0:
+                watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
+            # progress every step; on logging steps the host syncs: logged tensors become numbers, timers are read
+            last = monitor.end(step, logs, batch, images=batch["img"].shape[0] * world, lr=scheduler.get_last_lr()[0],
+                               timer=timer) or last
+            if step % cfg.ckpt_every == 0 or step == total_steps:
+                _checkpoint(work_dir, step, model, optimizer, scheduler, fits, cfg, rank, world)
+                saved = step
+            done = step
+    except KeyboardInterrupt:
+        monitor.close(plot=False)  # log.csv and the events are flushed; the picture waits for the resumed run
+        kept = f"its checkpoint of step {saved} is kept" if saved else "no checkpoint written yet"
+        raise Interrupted(f"step {done} of {total_steps} ({kept})") from None
     if world > 1:
         # DDP re-broadcasts rank 0's buffers (BatchNorm statistics) at every forward; do it once more
         # so the ranks also end identical (parameters already are: gradients are all-reduced)

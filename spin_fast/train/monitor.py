@@ -120,8 +120,8 @@ class TrainMonitor:
                 self.tb.add_scalar(tag, values[key], step)
         self.tb.flush()  # on disk now: a run that stops with an error keeps its curves
 
-    def close(self) -> None:
-        """Close the files and draw loss_curve.png from log.csv."""
+    def close(self, plot: bool = True) -> None:
+        """Close the files and (with `plot`) draw loss_curve.png from log.csv."""
         self.progress.close()
         if self._csv is not None:
             self._csv.close()
@@ -129,7 +129,7 @@ class TrainMonitor:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
-        if self.enabled and self.csv_path.is_file():
+        if plot and self.enabled and self.csv_path.is_file():
             from spin_fast.plots import plot_loss_curve
 
             plot_loss_curve(self.csv_path, self.work_dir / "loss_curve.png", terms=LOSS_TERMS)

@@ -1,5 +1,7 @@
 """A run's work dir: never overwritten, resumed from its last good state, its config history kept.
 
+- `work_dir_lock`: one run a work dir: the lock (`spin_fast.run_lock`) a run holds for its life, so a
+  second process into the same work dir is refused at once, naming the holder's pid.
 - `prepare_work_dir`: a dir that already holds a run (a checkpoint or log.csv) is refused unless the
   run is resumed, or `overwrite` moves it aside to `<dir>.old-N` (nothing is ever deleted); the
   temporary files of killed writes are swept.
@@ -23,12 +25,16 @@ import yaml
 
 from spin_fast.atomic import atomic_write_bytes, remove_stale_temporaries
 from spin_fast.train.checkpoint import CheckpointLoadError, load_checkpoint, step_files
+from spin_fast.errors import SpinFastError
+from spin_fast.run_lock import RunLock
+
+LOCK_NAME = ".spin_fast.lock"  # held by the run writing the work dir (removed when it ends)
 
 # keys that steer the run but not what it computes: free to change on resume
 RUN_CONTROL_KEYS = ("work_dir", "max_steps", "log_every", "ckpt_every", "keep_checkpoints", "data.threads", "device")
 
 
-class RunDirError(RuntimeError):
+class RunDirError(SpinFastError, RuntimeError):
     """The work dir or the checkpoint to resume from does not allow the requested start."""
 
 
@@ -41,6 +47,20 @@ def run_contents(work_dir: str | os.PathLike) -> list[str]:
     return found
 
 
+def work_dir_lock(work_dir: str | os.PathLike) -> RunLock:
+    """The lock of a work dir (not yet taken: `take_lock`)."""
+    return RunLock(Path(work_dir) / LOCK_NAME, f"work dir {work_dir}")
+
+
+def take_lock(lock: RunLock, work_dir: Path) -> None:
+    """Take the work dir's lock (creating the dir): LockHeld when another run holds it, RunDirError
+    when the dir cannot be written."""
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise RunDirError(f"work dir {work_dir}: cannot write there ({e.strerror or e})") from None
+
+
 def _aside(work_dir: Path) -> Path:
     n = 1
     while (work_dir.parent / f"{work_dir.name}.old-{n}").exists():
@@ -48,11 +68,16 @@ def _aside(work_dir: Path) -> Path:
     return work_dir.parent / f"{work_dir.name}.old-{n}"
 
 
-def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool, move: bool = True) -> Path | None:
+def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool, move: bool = True,
+                     lock: RunLock | None = None) -> Path | None:
     """Check (and with `move`, the writing rank, create) the work dir; returns where an overwritten
-    run was moved, else None. RunDirError when it holds a run and neither resume nor overwrite is set."""
+    run was moved, else None. RunDirError when it holds a run and neither resume nor overwrite is set.
+    `lock` (the writing rank's `work_dir_lock`) is taken first, and follows the work dir when an
+    overwritten run is moved aside: nothing is decided, moved or written while another run holds it."""
     work_dir = Path(work_dir)
     moved = None
+    if lock is not None:
+        take_lock(lock, work_dir)
     if not resume:
         contents = run_contents(work_dir)
         if contents:
@@ -65,6 +90,11 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
             if move:
                 moved = _aside(work_dir)
                 os.rename(work_dir, moved)
+                if lock is not None:  # the lock file went with the old run: take the new dir's
+                    lock.path = moved / LOCK_NAME
+                    lock.release()
+                    lock.path = work_dir / LOCK_NAME
+                    take_lock(lock, work_dir)
                 print(f"spin_fast: moved the previous run in {work_dir} aside to {moved}", file=sys.stderr)
     if move:
         (work_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -204,11 +234,12 @@ def record_config(work_dir: str | os.PathLike, config: dict, step: int, resumed_
 
 
 def open_run(config: dict, work_dir: str | os.PathLike, resume, overwrite: bool, allow_config_change: bool,
-             rank: int = 0, barrier=None) -> tuple[Path | None, dict | None, dict[str, tuple]]:
+             rank: int = 0, barrier=None, lock: RunLock | None = None) -> tuple[Path | None, dict | None, dict[str, tuple]]:
     """Everything decided before a run starts: (checkpoint file, checkpoint, config changes), the
     first two None for a new run. `resume`: False, True (the work dir's newest good checkpoint) or a
-    checkpoint path. Every rank checks; rank 0 moves, creates and sweeps; `barrier()` syncs them."""
-    prepare_work_dir(work_dir, bool(resume), overwrite, move=rank == 0)
+    checkpoint path. Every rank checks; rank 0 takes `lock` first, then moves, creates and sweeps;
+    `barrier()` syncs them."""
+    prepare_work_dir(work_dir, bool(resume), overwrite, move=rank == 0, lock=lock)
     if barrier is not None:
         barrier()
     if not resume:
