@@ -57,9 +57,33 @@ SPIN_49_FLIP = [0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17
 SMPL_POSE_FLIP_JOINTS = [0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22]
 SMPL_POSE_FLIP = [3 * j + k for j in SMPL_POSE_FLIP_JOINTS for k in range(3)]  # over the flat 72
 
-# H36M-17 -> the 14 LSP-order joints used by the 3DPW protocol (after subtracting joint 0).
-H36M_TO_J14 = [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]
+# H36M-17 (J_regressor_h36m order: pelvis, L hip, L knee, L ankle, R hip, R knee, R ankle, spine, neck,
+# head, head top, L shoulder, L elbow, L wrist, R shoulder, R elbow, R wrist) -> the evaluation joints:
+# 14 LSP-order joints (3DPW, Human3.6M), then pelvis, spine, head (MPI-INF-3DHP's 17). SPIN constants.py.
+H36M_TO_J17 = [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9]
+H36M_TO_J14 = H36M_TO_J17[:14]
 H36M_PELVIS = 0
+# SPIN's eval.py takes the same joints from the 24 ground-truth joints of its own test files (`S`), whose
+# preprocessing (datasets/preprocess/h36m.py, mpi_inf_3dhp.py: `global_idx`) put H36M joint h at
+# H36M_IN_SPIN_J24[h]: head at 17 ('Jaw (H36M)'), head top at 18 ('Head (H36M)').
+J24_TO_J17 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17]
+J24_TO_J14 = J24_TO_J17[:14]
+H36M_IN_SPIN_J24 = [14, 3, 4, 5, 2, 1, 0, 16, 12, 17, 18, 9, 10, 11, 8, 7, 6]
+# mmhuman3d's converters (data_converters/h36m.py, mpi_inf_3dhp.py) store the same joints by name in
+# the HumanData convention: head as 'head_extra' and head top as 'headtop', which read back among SPIN's
+# 24 ground-truth joints (the last 24 of the 49) at 18 ('Head (H36M)') and 13 ('Top of Head (LSP)').
+H36M_IN_HUMANDATA_J24 = [14, 3, 4, 5, 2, 1, 0, 16, 12, 18, 13, 9, 10, 11, 8, 7, 6]
+# So the evaluation joints of a HumanData file's 24 ground-truth joints: SPIN's J24_TO_J17 with each
+# joint found where mmhuman3d stores it (the same physical joints SPIN compares).
+HUMANDATA_J24_TO_J17 = [H36M_IN_HUMANDATA_J24[h] for h in H36M_TO_J17]
+HUMANDATA_J24_TO_J14 = HUMANDATA_J24_TO_J17[:14]
+GT_J24_PELVIS = 14  # 'Pelvis (MPII)': the root the converters centre the 3D joints on
+# H36M-17 joint h -> its HumanData column (mmhuman3d's 'h36m' convention names in 'human_data' order); the
+# MPI-INF-3DHP test set's 17 joints are the same 17 names (its 'mpi_inf_3dhp_test' convention).
+H36M_HUMANDATA_COLUMNS = [148, 145, 4, 7, 144, 5, 8, 150, 146, 152, 147, 16, 18, 20, 17, 19, 21]
+# 3D PCK / AUC (mmhuman3d core/evaluation/eval_utils.py keypoint_3d_pck, keypoint_3d_auc)
+PCK_THRESHOLD_MM = 150.0
+AUC_THRESHOLDS_MM = [5.0 * i for i in range(31)]  # np.linspace(0, 150, 31)
 
 # --- HumanData (mmhuman3d) ------------------------------------------------------------------------
 HUMAN_DATA_NUM_KEYPOINTS = 190

@@ -97,21 +97,26 @@ def plot_loss_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike,
 
 
 def error_histogram_figure(per_sample: Mapping[str, Sequence[float]], baseline: Mapping[str, float] | None = None,
-                           title: str = "per-sample errors", labels: Mapping[str, str] | None = None):
-    """A histogram per metric of the per-sample errors (mm), its mean (and `baseline[metric]`) marked."""
+                           title: str = "per-sample errors", labels: Mapping[str, str] | None = None,
+                           units: Mapping[str, str] | None = None):
+    """A histogram per metric of the per-sample values (`units[metric]`, default mm; '%' for a share of
+    joints), its mean (and `baseline[metric]`) marked."""
     import numpy as np
 
     fig, axes = _figure(len(per_sample), cols=3)
     for ax, (metric, values) in zip(axes, per_sample.items()):
         v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]  # a sample without a visible joint has no PCK
         ax.hist(v, bins=min(30, max(5, len(v) // 2)), color="tab:blue", alpha=0.8)
         ax.axvline(v.mean(), color="tab:orange", lw=1.5, label=f"mean {v.mean():.1f}")
         if baseline and metric in baseline:
             ax.axvline(baseline[metric], color="tab:red", ls="--", lw=1.5,
                        label=f"mean pose {baseline[metric]:.1f}")
         ax.set_title((labels or {}).get(metric, metric), fontsize=10)
-        ax.set_xlabel("error (mm)")
+        unit = (units or {}).get(metric, "mm")
+        ax.set_xlabel("error (mm)" if unit == "mm" else f"per sample ({unit})")
         ax.set_ylabel("samples")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title} ({len(next(iter(per_sample.values())))} samples)", fontsize=11)
+    counts = {len(v) for v in per_sample.values()}
+    fig.suptitle(f"{title} ({counts.pop()} samples)" if len(counts) == 1 else title, fontsize=11)
     return fig

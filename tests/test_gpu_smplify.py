@@ -1,4 +1,4 @@
-"""GPU twin of SMPLify: on CUDA each stage's iteration is captured once in a CUDA graph and replayed;
+"""GPU twin of SMPLify's autograd loop (fused=False): on CUDA each stage's iteration is captured once in a CUDA graph and replayed;
 that fit must equal the same fit run eagerly on CUDA and eagerly on the CPU, on a batch that includes
 bad samples (NaN init pose, all-zero confidence, NaN keypoints, one NaN keypoint).
 
@@ -37,7 +37,7 @@ def bad_batch(assets, B=16, seed=11):
 def fit(assets, device, flavor, inputs, cuda_graph, split=False):
     body = assets["body"] if device == "cpu" else BodyModel(
         assets["smpl"], assets["extra"]).to(device)
-    fitter = SMPLify(body, gmm=assets["gmm"], flavor=flavor, cuda_graph=cuda_graph, **ITERS)
+    fitter = SMPLify(body, gmm=assets["gmm"], flavor=flavor, cuda_graph=cuda_graph, fused=False, **ITERS)
     xs = [t.to(device) for t in inputs]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed graph capture warns and falls back: not here

@@ -152,10 +152,13 @@ def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, back
 
 def build_eval_loader(paths, name: str = "pw3d", batch_size: int = 32, backend: str = "auto", threads: int = 2,
                       device=None) -> Loader:
-    """The test set `name` in order, without augmentation (last batch may be short)."""
+    """The test set `name` in order, without augmentation (last batch may be short); its file must hold
+    what the test set is scored on (`check.check_test_labels`)."""
     from spin_fast.data.batch import EvalPlanner, Sources
+    from spin_fast.data.check import check_test_labels
 
     sources = Sources.from_registry(paths, [name])
+    check_test_labels(sources.data[0], name)
     planner = EvalPlanner(sources, batch_size)
     return Loader(sources, _impl(backend, sources, planner, batch_size, threads, False, device,
                                  planner.num_steps(), 0))

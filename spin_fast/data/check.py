@@ -1,8 +1,8 @@
 """Validate a data root: every configured HumanData file, its static fits and its images.
 
 `check_data_root(root)` returns a report: per dataset the samples, missing and unreadable images
-(decoded with PIL when `decode`, else header-checked) and the file errors; `ok` is false on any
-problem. CLI: `python -m spin_fast.data check DATA_ROOT [--decode] [--datasets a,b]`.
+(decoded with PIL when `decode`, else header-checked) and the file errors (a test file without the labels
+its protocol scores is one: `check_test_labels`); `ok` is false on any problem. CLI: `python -m spin_fast.data check DATA_ROOT [--decode] [--datasets a,b]`.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spin_fast.config import AssetPaths
+from spin_fast.constants import (GT_J24_PELVIS, HUMANDATA_J24_TO_J14, HUMANDATA_J24_TO_J17, NUM_OPENPOSE_JOINTS,
+                                 SPIN_49_NAMES)
 from spin_fast.data.batch import ImageError, decode_image, image_size, read_image_bytes
 from spin_fast.data.datasets import DATASETS
 from spin_fast.data.humandata import HumanData, HumanDataError, load_static_fits
@@ -29,11 +31,36 @@ class DatasetReport:
         return not (self.errors or self.missing or self.unreadable)
 
 
+def check_test_labels(hd: HumanData, name: str) -> None:
+    """Raise a HumanDataError naming the file, the key and the test set when `hd` lacks what the test set's
+    protocol scores (`datasets.PROTOCOLS`): 3DPW needs `smpl`, Human3.6M and
+    MPI-INF-3DHP `keypoints3d` holding their 14 / 17 evaluation joints and the pelvis."""
+    spec = DATASETS[name]
+    if spec.protocol == "pw3d":  # (samples without a gender are scored on the neutral model)
+        if "smpl" not in hd.keys:
+            raise HumanDataError(hd.path, "smpl", f"test set {name} is scored on the gendered SMPL ground truth; "
+                                                  f"the file has no 'smpl' (keys present: {sorted(hd.keys)})")
+        return
+    if spec.protocol is None:
+        return
+    if not hd.has_keypoints3d:
+        raise HumanDataError(hd.path, "keypoints3d", f"test set {name} is scored on the 3D joints; the file has "
+                                                     f"none (keys present: {sorted(hd.keys)})")
+    joints = HUMANDATA_J24_TO_J14 if spec.protocol == "h36m" else HUMANDATA_J24_TO_J17
+    need = [NUM_OPENPOSE_JOINTS + j for j in list(joints) + [GT_J24_PELVIS]]
+    missing = [SPIN_49_NAMES[j] for j in need if not hd.stored_joints("keypoints3d")[j]]
+    if missing:
+        raise HumanDataError(hd.path, "keypoints3d_mask", f"test set {name}: the evaluation joints {missing} are "
+                                                          "not in the file")
+
+
 def check_dataset(paths: AssetPaths, name: str, decode: bool = False) -> DatasetReport:
     spec = DATASETS[name]
     rep = DatasetReport(name)
     try:
         hd = HumanData(spec.npz_path(paths))
+        if spec.split == "test":
+            check_test_labels(hd, name)
     except HumanDataError as e:
         rep.errors.append(str(e))
         return rep

@@ -2,7 +2,8 @@
 
 Paths follow the mmhuman3d layout under a data root (see `spin_fast.config.AssetPaths`):
 
-    preprocessed_datasets/<ann_file>.npz      HumanData annotations
+    preprocessed_datasets/<ann_file>.npz      HumanData annotations (test sets: spin_pw3d_test,
+                                              h36m_valid_protocol{1,2}, mpi_inf_3dhp_test)
     datasets/<image_folder>/<image_path>      images (image_path as stored in the npz)
     static_fits/<fits>_fits.npy               (N, 82) SMPLify fits, same order as the npz
 
@@ -26,8 +27,8 @@ from typing import Sequence
 
 from spin_fast.config import AssetPaths
 from spin_fast.constants import MMHUMAN3D_MIX, SPIN_MIX_FIXED, SPIN_MIX_IN_THE_WILD, SPIN_MIX_IN_THE_WILD_SHARE
-
 from spin_fast.errors import SpinFastError
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -38,6 +39,7 @@ class DatasetSpec:
     image_folder: folder under datasets/ that image paths are relative to ('h36m').
     fits:         static fits stem under static_fits/ ('h36m'), None for test sets.
     split:        'train' or 'test'.
+    protocol:     test sets: how `spin_fast.evaluate` scores them (`PROTOCOLS`).
     """
 
     name: str
@@ -45,6 +47,7 @@ class DatasetSpec:
     image_folder: str
     fits: str | None
     split: str
+    protocol: str | None = None
 
     def npz_path(self, paths: AssetPaths):
         return paths.preprocessed(self.ann_file)
@@ -64,13 +67,29 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("lspet", "spin_lspet_train", "lspet", "lspet", "train"),
         DatasetSpec("mpii", "spin_mpii_train", "mpii", "mpii", "train"),
         DatasetSpec("coco", "spin_coco_2014_train", "coco", "coco", "train"),
-        DatasetSpec("pw3d", "spin_pw3d_test", "pw3d", None, "test"),
+        DatasetSpec("pw3d", "spin_pw3d_test", "pw3d", None, "test", "pw3d"),
+        DatasetSpec("h36m-p1", "h36m_valid_protocol1", "h36m", None, "test", "h36m"),
+        DatasetSpec("h36m-p2", "h36m_valid_protocol2", "h36m", None, "test", "h36m"),
+        DatasetSpec("mpi-inf-3dhp", "mpi_inf_3dhp_test", "mpi_inf_3dhp", None, "test", "mpi_inf_3dhp"),
     ]
 }
 TRAIN_DATASETS: tuple[str, ...] = ("h36m", "mpi_inf_3dhp", "lsp", "lspet", "mpii", "coco")
-TEST_DATASETS: tuple[str, ...] = ("pw3d",)
+TEST_DATASETS: tuple[str, ...] = ("pw3d", "h36m-p1", "h36m-p2", "mpi-inf-3dhp")
+
+# How each test set is scored (SPIN eval.py, mmhuman3d core/evaluation/eval_utils.py):
+#   pw3d          ground truth = the gendered SMPL mesh of `smpl` (+ meta.gender); 14 joints; MPJPE, PA-MPJPE, PVE
+#   h36m          ground truth = `keypoints3d` (no SMPL in the file); 14 joints; MPJPE, PA-MPJPE
+#   mpi_inf_3dhp  ground truth = `keypoints3d`; 17 joints; MPJPE, PA-MPJPE, 3D PCK / AUC and their PA variants
+# Human3.6M protocol 1 and 2 are two files of the same subjects (S9, S11, every 5th frame): all four
+# cameras (p1), the frontal camera 60457274 alone (p2) (mmhuman3d H36mConverter `protocol`; SPIN's
+# datasets/preprocess/h36m.py).
+PROTOCOLS: tuple[str, ...] = ("pw3d", "h36m", "mpi_inf_3dhp")
 
 MIX_PRESETS = ("mmhuman3d", "spin")
+
+
+class UnknownDataset(SpinFastError, KeyError):
+    """A dataset name that is not in the registry."""
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -88,10 +107,6 @@ def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
     (same order as `names`). Datasets dropped from `names` drop out and the rest is renormalised.
     """
     names = list(names)
-class UnknownDataset(SpinFastError, KeyError):
-    """A dataset name that is not in the registry."""
-
-
     for n in names:
         get_dataset(n)
     if preset == "mmhuman3d":

@@ -357,6 +357,11 @@ class HumanData:
     def has_keypoints3d(self) -> bool:
         return self._kp["keypoints3d"] is not None
 
+    def stored_joints(self, key: str = "keypoints3d") -> np.ndarray:
+        """(49,) bool: which of SPIN's 49 joints `key` holds (its mask's columns); all False without the key."""
+        entry = self._kp[key]
+        return np.zeros(NUM_SPIN_JOINTS, bool) if entry is None else entry[1] >= 0
+
     def sample(self, i: int) -> dict:
         """All labels of sample i (numpy)."""
         if not -self.n <= i < self.n:
@@ -393,11 +398,12 @@ def write_humandata(path: str | os.PathLike, *, image_path: Sequence[str], bbox_
                     keypoints2d: np.ndarray | None = None, keypoints3d: np.ndarray | None = None,
                     smpl: Mapping[str, np.ndarray] | None = None, has_smpl: np.ndarray | None = None,
                     gender: Sequence[str] | None = None, compress_keypoints: bool = True,
-                    zip_compress: bool = True, config: str = "") -> Path:
+                    zip_compress: bool = True, config: str = "", keypoints_mask: np.ndarray | None = None) -> Path:
     """Write a HumanData .npz in mmhuman3d's layout, atomically.
 
     keypoints2d (N, 190, 3) / keypoints3d (N, 190, 4) in the HumanData convention (see
-    `spin49_to_humandata`); masks are the columns that are non-zero in some sample (plus SPIN's 49).
+    `spin49_to_humandata`); masks are the columns that are non-zero in some sample (plus SPIN's 49), or
+    `keypoints_mask` (190,) when given (as mmhuman3d's converters write it: their convention's columns).
     compress_keypoints stores only masked columns (`__keypoints_compressed__`); zip_compress uses
     np.savez_compressed (mmhuman3d's default) instead of np.savez (memory-mappable).
     """
@@ -416,8 +422,11 @@ def write_humandata(path: str | os.PathLike, *, image_path: Sequence[str], bbox_
         kp = np.asarray(kp, dtype=np.float32)
         if kp.shape != (n, _K, c):
             raise ValueError(f"{key}: expected ({n}, {_K}, {c}), got {kp.shape}")
-        mask = (np.abs(kp).reshape(n, _K, c).sum((0, 2)) > 0)
-        mask[_IDX49] = True
+        if keypoints_mask is not None:
+            mask = np.asarray(keypoints_mask).astype(bool).reshape(_K)
+        else:
+            mask = (np.abs(kp).reshape(n, _K, c).sum((0, 2)) > 0)
+            mask[_IDX49] = True
         out[f"{key}_mask"] = mask.astype(np.uint8)
         out[key] = kp[:, mask] if compress_keypoints else kp
     if smpl is not None:

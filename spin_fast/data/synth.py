@@ -12,11 +12,17 @@ with `spin_fast.assets.write_assets` when missing), for each of the six training
                                                     meta.gender (pw3d, rendered with the male/female model)
     static_fits/<name>_fits.npy                     (N, 82): the true parameters plus noise
 
+and the test splits scored on 3D joints (`render_keypoint_test_split`), few samples each:
+h36m_valid_protocol{1,2}.npz (Human3.6M protocol 1: 4 cameras a frame; protocol 2: the frontal one) and
+mpi_inf_3dhp_test.npz, with the images their image_path names under datasets/h36m and
+datasets/mpi_inf_3dhp: keypoints3d / keypoints2d of the 17 H36M joints, no SMPL (as the real files).
+
 Poses are perturbations of a standing rest pose inside sane joint ranges (knees and elbows bend one
 way), shapes N(0, 0.8), camera distance 3.5-9 m, yaw all around, people anywhere in the frame.
 Every face is coloured by the body part that moves it most (left and right differ), flat-shaded,
 so the pose is visible in the pixels. About 6 s of CPU time at the default size (`scale=1`: 32 a
-dataset); with the body model files written first, the whole stand-in takes 11-18 s on 2 idle cores.
+dataset; the keypoint test splits 16 + 8 images, about 1 s); with the body model files written first,
+the whole stand-in takes 11-18 s on 2 idle cores.
 CLI: `python -m spin_fast.data synth --out DIR [--assets DIR] [--scale N]`.
 """
 from __future__ import annotations
@@ -32,15 +38,22 @@ import torch
 
 from spin_fast.atomic import atomic_write_bytes, atomic_write_json
 from spin_fast.config import AssetPaths
-from spin_fast.constants import GT_PELVIS_MPII, NUM_OPENPOSE_JOINTS
+from spin_fast.constants import (GT_PELVIS_MPII, H36M_HUMANDATA_COLUMNS, H36M_PELVIS, HUMAN_DATA_NUM_KEYPOINTS,
+                                 NUM_OPENPOSE_JOINTS)
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from spin_fast.data.humandata import spin49_to_humandata, write_humandata, write_static_fits
-from spin_fast.geometry import rotmat_to_axis_angle
+from spin_fast.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from spin_fast.render import project, render_mesh
 
-FORMAT_VERSION = 2  # 2: bboxes.json beside each dataset's images
+FORMAT_VERSION = 3  # 2: bboxes.json beside each dataset's images; 3: the Human3.6M and MPI-INF-3DHP test splits
 MARKER = "SYNTHETIC_DATASETS.txt"
 PER_DATASET = 32
+# The keypoint test splits (ground truth = 3D joints, no SMPL in the file), smaller than the others:
+# Human3.6M: per_dataset // 8 frames (at least 1), each seen by the 4 cameras (protocol 1; protocol 2 =
+# the frontal camera's quarter of them, the same images); MPI-INF-3DHP: per_dataset // 4 (at least 2).
+H36M_CAMERAS = ("54138969", "55011271", "58860488", "60457274")
+H36M_P2_CAMERA = "60457274"
+KEYPOINT_TEST_SETS = ("h36m-p1", "h36m-p2", "mpi-inf-3dhp")
 # dataset -> (fraction with has_smpl, writes keypoints3d, gendered)
 PROFILE = {"h36m": (1.0, True, False), "mpi_inf_3dhp": (0.5, True, False), "lsp": (0.0, False, False),
            "lspet": (0.0, False, False), "mpii": (0.0, False, False), "coco": (0.0, False, False),
@@ -205,11 +218,145 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
     return {"n": n, "pose": pose, "betas": betas, "gender": gender, "joints": joints, "transl": transl}
 
 
+def _h36m_frames(n: int) -> int:
+    return max(1, n // 8)
+
+
+def _mpi_inf_3dhp_test_size(n: int) -> int:
+    return max(2, n // 4)
+
+
+def _split_sizes(name: str, n: int) -> int:
+    """Images rendered for dataset `name` at `n` a dataset (h36m-p2 shares h36m-p1's)."""
+    if name == "h36m-p1":
+        return _h36m_frames(n) * len(H36M_CAMERAS)
+    if name == "h36m-p2":
+        return 0
+    if name == "mpi-inf-3dhp":
+        return _mpi_inf_3dhp_test_size(n)
+    return n
+
+
+def _view(rng: np.random.Generator, verts: np.ndarray, pelvis: np.ndarray, faces, weights, W: int, H: int,
+          fill: tuple[float, float], spread: float):
+    """Place a body (model frame at the origin) in front of a camera and render it: the pelvis at depth
+    3.5-9 m, the body `fill` of the image height, `spread` (fraction of the image) off centre.
+    Returns (JPEG bytes, translation (3,), focal, principal point)."""
+    from PIL import Image
+
+    tz = rng.uniform(3.5, 9.0)
+    focal = rng.uniform(*fill) * H * tz / 1.75
+    center = (W / 2 + rng.normal(0, 3), H / 2 + rng.normal(0, 3))
+    target = np.array([W / 2 + rng.normal(0, spread * W), H / 2 + rng.normal(0, spread * H)])
+    t = np.r_[(target - np.asarray(center)) * tz / focal - pelvis[:2], tz - pelvis[2]]
+    img, _, _ = render_mesh(verts + t, faces, part_colors(weights, faces, rng), focal, center, W, H,
+                            background=_background(rng, W, H),
+                            light_dir=(rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.2), 1.0))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(80, 96)))
+    return buf.getvalue(), t, focal, center
+
+
+def _h36m_columns(joints17: np.ndarray, conf: float = 1.0) -> np.ndarray:
+    """(N, 17, C) H36M-17 joints -> (N, 190, C + 1) HumanData keypoints (mmhuman3d's 'h36m' names)."""
+    out = np.zeros((len(joints17), HUMAN_DATA_NUM_KEYPOINTS, joints17.shape[-1] + 1), np.float32)
+    out[:, H36M_HUMANDATA_COLUMNS, :-1] = joints17
+    out[:, H36M_HUMANDATA_COLUMNS, -1] = conf
+    return out
+
+
+def _h36m_mask() -> np.ndarray:
+    mask = np.zeros(HUMAN_DATA_NUM_KEYPOINTS, np.uint8)
+    mask[H36M_HUMANDATA_COLUMNS] = 1
+    return mask
+
+
+def render_keypoint_test_split(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.random.Generator,
+                               progress=None) -> dict:
+    """Render a test split scored on 3D joints, as mmhuman3d's converters write it: `h36m-p1` (which
+    also writes `h36m-p2`, its frontal camera's samples) or `mpi-inf-3dhp`, at `n` a dataset.
+
+    Neutral bodies; the ground truth is the stand-in's H36M-17 joints (J_regressor_h36m of the rendered
+    mesh) in the camera frame, pelvis-centred, confidence 1, in the HumanData columns of their names
+    (keypoints3d, keypoints2d and their masks hold those 17 columns only); no `smpl`, `has_smpl`, `meta`.
+    Human3.6M: subjects S9 and S11, every frame seen by 4 cameras round the subject, image paths
+    `S9/images/S9_<action>.<camera>/S9_<action>.<camera>_<frame:06d>.jpg`, box = the silhouette's, side x0.9
+    (H36mConverter). MPI-INF-3DHP: `mpi_inf_3dhp_test_set/TS<k>/imageSequence/img_<frame:06d>.jpg`, every
+    joint inside the image, box = the 2D joints', side x1.2 (MpiInf3dhpConverter test mode)."""
+    body = bodies["neutral"]
+    faces = body.faces.numpy()
+    weights = body.lbs_weights.numpy()
+    h36m = name in ("h36m-p1", "h36m-p2")
+    frames = _h36m_frames(n) if h36m else _mpi_inf_3dhp_test_size(n)
+    pose = sample_pose(rng, frames)
+    betas = np.clip(rng.normal(0, 0.8, (frames, 10)), -2.5, 2.5)
+    views = []  # (frame, camera name, pose (72,))
+    for f in range(frames):
+        if h36m:
+            yaw0 = rng.uniform(-np.pi, np.pi)
+            for c, cam in enumerate(H36M_CAMERAS):  # the cameras stand round the subject, 90 degrees apart
+                p = pose[f].copy()
+                R = _axis_rot("y", np.array(yaw0 + c * np.pi / 2)) @ axis_angle_to_rotmat(torch.from_numpy(p[:3])).numpy()
+                p[:3] = rotmat_to_axis_angle(torch.from_numpy(R[None])).numpy()[0]
+                views.append((f, cam, p))
+        else:
+            views.append((f, None, pose[f]))
+    m = len(views)
+    all_pose = np.stack([v[2] for v in views])
+    all_betas = betas[[v[0] for v in views]]
+    with torch.no_grad():
+        out = body(torch.from_numpy(all_betas).float(), torch.from_numpy(all_pose[:, 3:]).float(),
+                   torch.from_numpy(all_pose[:, :3]).float(), joint_set="h36m_17")
+    verts, j17 = out.vertices.double().numpy(), out.joints.double().numpy()
+
+    folder = DATASETS[name].image_folder
+    image_dir = paths.images(folder)
+    image_paths, bboxes, kp2d, kp3d = [], np.zeros((m, 4)), np.zeros((m, 17, 2)), np.zeros((m, 17, 3))
+    subjects = ("S9", "S11")
+    actions = ("Directions_1", "Walking_1", "Posing_1", "Sitting_1")
+    for i, (f, cam, _) in enumerate(views):
+        W, H = (int(rng.integers(200, 257)), int(rng.integers(200, 257))) if h36m else (256, 256)
+        pelvis = j17[i, H36M_PELVIS]
+        fill, spread = ((0.45, 0.85), 0.1) if h36m else ((0.45, 0.7), 0.03)
+        for _ in range(20):  # MPI-INF-3DHP's test frames have every joint inside the image
+            data, t, focal, center = _view(rng, verts[i], pelvis, faces, weights, W, H, fill, spread)
+            uv = project(j17[i] + t, focal, center)
+            if h36m or ((uv >= 0) & (uv < [W, H])).all():
+                break
+        if h36m:
+            subject, action = subjects[f % 2], actions[(f // 2) % len(actions)]
+            seq = f"{subject}_{action}.{cam}"
+            rel = f"{subject}/images/{seq}/{seq}_{5 * f + 1:06d}.jpg"
+            vuv = project(verts[i] + t, focal, center)
+            lo, hi = vuv.min(0), vuv.max(0)
+            c, wh = (lo + hi) / 2, (hi - lo) * 0.9
+        else:
+            rel = f"mpi_inf_3dhp_test_set/TS{f % 6 + 1}/imageSequence/img_{f + 1:06d}.jpg"
+            lo, hi = uv.min(0), uv.max(0)
+            c, wh = (lo + hi) / 2, (hi - lo) * 1.2
+        atomic_write_bytes(image_dir / rel, data)
+        image_paths.append(rel)
+        bboxes[i] = [c[0] - wh[0] / 2, c[1] - wh[1] / 2, wh[0], wh[1]]
+        kp2d[i], kp3d[i] = uv, j17[i] - pelvis
+        if progress is not None:
+            progress.update(1)
+    mask = _h36m_mask()
+    keep = ({"h36m-p1": np.ones(m, bool), "h36m-p2": np.array([cam == H36M_P2_CAMERA for _, cam, _ in views])}
+            if h36m else {name: np.ones(m, bool)})
+    for split, sel in keep.items():
+        write_humandata(paths.preprocessed(DATASETS[split].ann_file), image_path=np.asarray(image_paths)[sel],
+                        bbox_xywh=bboxes[sel], keypoints2d=_h36m_columns(kp2d[sel]),
+                        keypoints3d=_h36m_columns(kp3d[sel]), keypoints_mask=mask,
+                        config=f"spin_fast synthetic {split}")
+    return {"n": m, "pose": all_pose, "betas": all_betas, "joints_h36m": j17, "image_path": image_paths}
+
+
 def write_synthetic_datasets(root: str | os.PathLike, assets: str | os.PathLike | None = None, scale: int = 1,
                              seed: int = 0, per_dataset: int | None = None,
-                             names=TRAIN_DATASETS + TEST_DATASETS) -> AssetPaths:
+                             names=TRAIN_DATASETS + TEST_DATASETS, only=None) -> AssetPaths:
     """Render the synthetic datasets under `root` (the mmhuman3d `data/` folder); body model files
-    from `assets` (default: root itself, written there when missing)."""
+    from `assets` (default: root itself, written there when missing). Dataset k of `names` draws from
+    the seed (seed, k); `only` (a subset of names) renders just those, each as it would be among `names`."""
     paths = AssetPaths(Path(root))
     model_paths = AssetPaths(Path(assets)) if assets is not None else paths
     if not all(p.is_file() for p in model_paths.body_model_files()):
@@ -222,17 +369,31 @@ def write_synthetic_datasets(root: str | os.PathLike, assets: str | os.PathLike 
 
     bodies = {g: BodyModel.from_paths(model_paths, g, dtype=torch.float32) for g in ("neutral", "male", "female")}
     n = per_dataset if per_dataset is not None else PER_DATASET * int(scale)
+    names = tuple(names)
+    todo = [(k, name) for k, name in enumerate(names) if only is None or name in only]
+    if any(name == "h36m-p1" for _, name in todo):  # h36m-p2 is h36m-p1's frontal camera, written with it
+        todo = [(k, name) for k, name in todo if name != "h36m-p2"]
     from spin_fast.progress import Progress
 
-    with Progress(n * len(names), "synth", unit="img") as bar:
-        for k, name in enumerate(names):
-            render_dataset(name, n, paths, bodies, np.random.default_rng([seed, k]), progress=bar)
-    atomic_write_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
+    with Progress(sum(_split_sizes("h36m-p1" if name == "h36m-p2" else name, n) for _, name in todo), "synth",
+                  unit="img") as bar:
+        for k, name in todo:
+            rng = np.random.default_rng([seed, k])
+            if name in KEYPOINT_TEST_SETS:
+                render_keypoint_test_split(name, n, paths, bodies, rng, progress=bar)
+            else:
+                render_dataset(name, n, paths, bodies, rng, progress=bar)
+    if only is None or set(names) <= set(only) | _present(paths, names):
+        atomic_write_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
     return paths
 
 
-def _marker(scale, seed, n) -> str:
-    return f"spin_fast synthetic datasets, format {FORMAT_VERSION}, scale {scale}, seed {seed}, {n} a dataset\n"
+def _present(paths: AssetPaths, names) -> set[str]:
+    return {name for name in names if DATASETS[name].npz_path(paths).is_file()}
+
+
+def _marker(scale, seed, n, version: int = FORMAT_VERSION) -> str:
+    return f"spin_fast synthetic datasets, format {version}, scale {scale}, seed {seed}, {n} a dataset\n"
 
 
 def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1, rank: int = 0,
@@ -253,13 +414,27 @@ def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1
     return paths, synthetic
 
 
-def ensure_synthetic_dataset(root: str | os.PathLike, scale: int = 1, announce: bool = True, seed: int = 0) -> AssetPaths:
-    """Write the synthetic datasets under root unless the same ones are already there."""
+def ensure_synthetic_dataset(root: str | os.PathLike, scale: int = 1, announce: bool = True, seed: int = 0,
+                             per_dataset: int | None = None) -> AssetPaths:
+    """Write the synthetic datasets under root unless the same ones are already there.
+
+    A stand-in of format 2 (before the Human3.6M and MPI-INF-3DHP test splits) at the same scale and seed
+    is extended: only the new splits are rendered, under the seeds a fresh render gives them (every
+    dataset draws from (seed, its place in the list), and the new ones come last), so the result is the
+    fresh render's. Anything else is rendered again."""
     paths = AssetPaths(Path(root))
     marker = paths.root / MARKER
-    want = _marker(scale, seed, PER_DATASET * int(scale))
-    if marker.is_file() and marker.read_text() == want:
+    n = per_dataset if per_dataset is not None else PER_DATASET * int(scale)
+    have = marker.read_text() if marker.is_file() else None
+    if have == _marker(scale, seed, n):
         return paths
+    old = TRAIN_DATASETS + ("pw3d",)
+    if have == _marker(scale, seed, n, version=2) and _present(paths, old) == set(old):
+        if announce:
+            print(f"spin_fast: adding the Human3.6M and MPI-INF-3DHP test splits to the synthetic datasets in "
+                  f"{paths.root}", file=sys.stderr)
+        return write_synthetic_datasets(root, scale=scale, seed=seed, per_dataset=per_dataset,
+                                        only=KEYPOINT_TEST_SETS)
     if announce:
         print(f"spin_fast: rendering the synthetic datasets (scale {scale}) into {paths.root}", file=sys.stderr)
-    return write_synthetic_datasets(root, scale=scale, seed=seed)
+    return write_synthetic_datasets(root, scale=scale, seed=seed, per_dataset=per_dataset)

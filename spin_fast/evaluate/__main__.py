@@ -1,9 +1,16 @@
-"""`python -m spin_fast.evaluate --checkpoint CKPT | --work-dir RUN [--data-root DIR] [--dataset pw3d]
+"""`python -m spin_fast.evaluate --checkpoint CKPT | --work-dir RUN [--data-root DIR] [--dataset NAME|all]
 [--batch-size N] [--bf16] [--channels-last] [--out results.json] [--histogram errors.png]`:
-3DPW MPJPE / PA-MPJPE / PVE (mm) and images/s, beside the mean-pose baseline on the same samples.
+the SPIN test sets, each beside the mean-pose baseline on the same samples, and images/s.
 
-Without --data-root (or $SPIN_FAST_DATA_ROOT) it evaluates on the synthetic 3DPW-format split,
-rendered on first use. `--mean-pose` instead of `--checkpoint` scores the mean-parameter baseline alone.
+Test sets (`--dataset`, default pw3d; `all` = every one whose file is under the data root):
+    pw3d          3DPW               MPJPE, PA-MPJPE, PVE (mm)
+    h36m-p1       Human3.6M, prot. 1 MPJPE, PA-MPJPE (mm)
+    h36m-p2       Human3.6M, prot. 2 MPJPE, PA-MPJPE (mm)
+    mpi-inf-3dhp  MPI-INF-3DHP       MPJPE, PA-MPJPE (mm), 3DPCK, PA-3DPCK, 3DAUC, PA-3DAUC (%)
+(spin_fast.evaluate.runner says how each is scored.)
+
+Without --data-root (or $SPIN_FAST_DATA_ROOT) it evaluates on the synthetic test splits, rendered on
+first use. `--mean-pose` instead of `--checkpoint` scores the mean-parameter baseline alone.
 `--work-dir RUN` (a training work dir) evaluates RUN/checkpoints/latest.pth unless --checkpoint is
 given, and adds the metrics to RUN's TensorBoard events (`eval/<dataset>/<metric>` at the checkpoint's step).
 """
@@ -29,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", help="HMR weights: mmhuman3d .pth, SPIN model_checkpoint.pt or spin_fast")
     what.add_argument("--mean-pose", action="store_true", help="score the mean pose/shape baseline (no network)")
     ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
-    ap.add_argument("--dataset", default="pw3d", help="test set of the registry (default pw3d)")
+    ap.add_argument("--dataset", default="pw3d", help="a test set: pw3d (default), h36m-p1, h36m-p2, mpi-inf-3dhp, "
+                                                      "or all (every test set whose file is under the data root)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--backbone", choices=("resnet50", "resnet18"), help="default: read from the checkpoint")
     ap.add_argument("--bf16", action="store_true", help="network under bf16 autocast (SMPL and metrics stay fp32)")
@@ -40,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--trust-checkpoint", action="store_true",
                     help="allow full unpickling of a checkpoint that weights_only=True refuses")
     ap.add_argument("--out", help="write the results as JSON here (atomically)")
-    ap.add_argument("--histogram", metavar="PNG", help="write a per-sample error histogram (MPJPE, PA-MPJPE, PVE) here")
+    ap.add_argument("--histogram", metavar="PNG", help="write the per-sample metrics' histograms (a panel per test "
+                                                       "set and metric) here")
     ap.add_argument("--work-dir", help="a training work dir: its latest checkpoint by default, and the metrics "
                                        "go to its TensorBoard events")
     ap.add_argument("--no-baseline", action="store_true", help="do not score the mean pose beside the checkpoint")
@@ -56,6 +65,10 @@ def _checkpoint_step(path: str) -> int | None:
         return None
 
 
+class EvaluateError(SystemExit):
+    """A command-line mistake: `python -m spin_fast.evaluate` reports it in one line, exit status 2."""
+
+
 def log_to_tensorboard(work_dir: str, dataset: str, metrics: dict, step: int) -> None:
     """eval/<dataset>/<metric> scalars in an event file of work_dir (TensorBoard shows it beside training's)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -63,6 +76,62 @@ def log_to_tensorboard(work_dir: str, dataset: str, metrics: dict, step: int) ->
     with SummaryWriter(log_dir=work_dir, filename_suffix=".eval") as tb:
         for k, v in metrics.items():
             tb.add_scalar(f"eval/{dataset}/{k}", v, step)
+
+
+def test_sets(name: str, paths) -> list[str]:
+    """The test sets `--dataset name` asks for; `all`: those whose file is under the data root (the rest
+    are named on stderr)."""
+    from spin_fast.data.datasets import DATASETS, TEST_DATASETS
+
+    known = ", ".join(TEST_DATASETS + ("all",))
+    if name != "all":
+        if name not in DATASETS:
+            raise EvaluateError(f"--dataset: unknown dataset {name!r}; known: {known}")
+        if DATASETS[name].split != "test":
+            raise EvaluateError(f"--dataset {name} is a training set; evaluate a test set ({known})")
+        return [name]
+    present = [n for n in TEST_DATASETS if DATASETS[n].npz_path(paths).is_file()]
+    for n in TEST_DATASETS:
+        if n not in present:
+            print(f"spin_fast.evaluate: --dataset all: skipping {n} ({DATASETS[n].npz_path(paths)} does not exist)",
+                  file=sys.stderr)
+    if not present:
+        raise EvaluateError(f"--dataset all: no test set file under {paths.root / 'preprocessed_datasets'} "
+                            f"(looked for {', '.join(DATASETS[n].ann_file + '.npz' for n in TEST_DATASETS)})")
+    return present
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def format_table(results: dict, synthetic: bool) -> str:
+    """One row per test set and model (the checkpoint, then the mean pose scored in the same pass)."""
+    from spin_fast.evaluate.runner import LOWER_IS_BETTER, UNITS
+
+    cols = [k for k in LOWER_IS_BETTER if any(k in r["metrics"] for r in results.values())]
+    head = ["dataset", "samples", "model"] + [f"{LABELS[k]} ({UNITS[k]})" for k in cols] + ["images/s"]
+    rows = []
+    for name, r in results.items():
+        rows.append([name, str(r["num_samples"]), r["model"]] + [_fmt(r["metrics"].get(k)) for k in cols]
+                    + [f"{r['images_per_s']:.1f}"])
+        if r["baseline"] is not None:
+            rows.append([name, str(r["num_samples"]), "mean pose"]
+                        + [_fmt(r["baseline"].get(k)) for k in cols] + ["-"])
+    width = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
+    line = lambda x: "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(x, width)))  # noqa: E731
+    text = "\n".join([line(head)] + [line(x) for x in rows])
+    return text + ("\n(synthetic stand-in data: these numbers say nothing about real accuracy)" if synthetic else "")
+
+
+LABELS = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "3dpck": "3DPCK", "pa_3dpck": "PA-3DPCK",
+          "3dauc": "3DAUC", "pa_3dauc": "PA-3DAUC"}
+
+
+def _line(metrics: dict) -> str:
+    from spin_fast.evaluate.runner import UNITS
+
+    return "  ".join(f"{LABELS[k]} {v:.2f} {UNITS[k]}" for k, v in metrics.items())
 
 
 def main(argv=None) -> dict:
@@ -73,15 +142,15 @@ def main(argv=None) -> dict:
     if not args.checkpoint and not args.mean_pose:
         ap.error("one of --checkpoint, --mean-pose or --work-dir is required")
     from spin_fast.config import default_device
-    from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
-    from spin_fast.data.datasets import get_dataset
+    from spin_fast.data import BackendUnavailable, HumanDataError, build_eval_loader, choose_backend
+    from spin_fast.data.datasets import DATASETS
     from spin_fast.data.synth import open_data_root
+    from spin_fast.evaluate.runner import LOWER_IS_BETTER, UNITS
 
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
-    spec = get_dataset(args.dataset)
-    if spec.split != "test":
-        raise SystemExit(f"--dataset {args.dataset} is a training set; evaluate a test set (e.g. pw3d)")
+    if args.dataset != "all":
+        test_sets(args.dataset, None)  # a wrong name before anything is loaded
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     if args.work_dir and not os.path.isdir(args.work_dir):
@@ -102,6 +171,7 @@ def main(argv=None) -> dict:
         raise SystemExit(str(e)) from None
 
     paths, synthetic = open_data_root(args.data_root)
+    names = test_sets(args.dataset, paths)
     bodies = Bodies.from_paths(paths, device)
     amp = torch.bfloat16 if args.bf16 else None
     if args.mean_pose:
@@ -112,49 +182,74 @@ def main(argv=None) -> dict:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         predict, backbone = hmr_predictor(model, amp, args.channels_last), model.backbone.arch
-    loader = build_eval_loader(paths, args.dataset, batch_size=args.batch_size, backend=args.loader,
-                               threads=args.threads, device=device)
     baseline = None if args.mean_pose or args.no_baseline else mean_pose_predictor(paths.mean_params)
     from spin_fast.progress import Progress
 
-    with Progress(sum(loader.dataset_sizes), f"evaluate {args.dataset}", unit="img") as bar:
-        result = evaluate(predict, loader, bodies, device=device, baseline=baseline,
-                          keep_per_sample=bool(args.histogram), progress=bar)
+    what = "mean pose" if args.mean_pose else "checkpoint"
+    settings = f"{device}, {'bf16' if args.bf16 else 'fp32'}{', channels_last' if args.channels_last else ''}"
+    results, per_sample = {}, {}
+    for name in names:
+        spec = DATASETS[name]
+        try:
+            loader = build_eval_loader(paths, name, batch_size=args.batch_size, backend=args.loader,
+                                       threads=args.threads, device=device)
+        except HumanDataError as e:  # the file and key named; add the test set
+            where = e.path + (f": key {e.key!r}" if e.key is not None else "") + ": "
+            text = str(e)[len(where):] if str(e).startswith(where) else str(e)
+            raise HumanDataError(e.path, e.key, text if f"test set {name}" in text else f"test set {name}: {text}") \
+                from None
+        with Progress(sum(loader.dataset_sizes), f"evaluate {name}", unit="img") as bar:
+            result = evaluate(predict, loader, bodies, device=device, baseline=baseline,
+                              keep_per_sample=bool(args.histogram), progress=bar, protocol=spec.protocol)
+        results[name] = {"model": what, "loader": loader.backend, "units": {k: UNITS[k] for k in result.metrics},
+                         **result.summary(), "metrics": dict(result.metrics)}
+        print(f"{name}: {result.num_samples} samples  {_line(result.metrics)}  {result.images_per_s:.1f} "
+              f"images/s ({settings})" + ("  [synthetic data]" if synthetic else ""))
+        if result.baseline is not None:
+            b, key = result.baseline, "pa_mpjpe"
+            better = result.metrics[key] < b[key] if LOWER_IS_BETTER[key] else result.metrics[key] > b[key]
+            print(f"{name}: mean-pose baseline, same samples:  {_line(b)}  (the checkpoint is "
+                  f"{'better' if better else 'NOT better'} in PA-MPJPE by {abs(b[key] - result.metrics[key]):.2f} mm)")
+        if args.histogram:
+            per_sample[name] = result.per_sample
 
-    report = {
-        "dataset": args.dataset, "data_root": str(paths.root), "synthetic": synthetic,
+    print(format_table(results, synthetic))
+    common = {
+        "data_root": str(paths.root), "synthetic": synthetic,
         "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None,
         "mean_pose": args.mean_pose, "backbone": backbone, "batch_size": args.batch_size, "bf16": args.bf16,
-        "channels_last": args.channels_last, "device": str(device), "loader": loader.backend,
-        "torch": torch.__version__, **{k: v for k, v in result.summary().items()},
-        "units": {"mpjpe": "mm", "pa_mpjpe": "mm", "pve": "mm"}, "published_3dpw": PUBLISHED,
+        "channels_last": args.channels_last, "device": str(device), "torch": torch.__version__,
+        "published_3dpw": PUBLISHED,
     }
-    print(f"{args.dataset}: {result.num_samples} samples  MPJPE {result.mpjpe:.2f} mm  "
-          f"PA-MPJPE {result.pa_mpjpe:.2f} mm  PVE {result.pve:.2f} mm  "
-          f"{result.images_per_s:.1f} images/s ({device}, {'bf16' if args.bf16 else 'fp32'}"
-          f"{', channels_last' if args.channels_last else ''})" + ("  [synthetic data]" if synthetic else ""))
-    if result.baseline is not None:
-        b = result.baseline
-        print(f"{args.dataset}: mean-pose baseline, same samples:  MPJPE {b['mpjpe']:.2f} mm  "
-              f"PA-MPJPE {b['pa_mpjpe']:.2f} mm  PVE {b['pve']:.2f} mm  "
-              f"(the checkpoint is {'better' if result.pa_mpjpe < b['pa_mpjpe'] else 'NOT better'} in PA-MPJPE "
-              f"by {abs(b['pa_mpjpe'] - result.pa_mpjpe):.2f} mm)")
+    per_set = {n: {k: v for k, v in r.items() if k not in ("metrics", "model")} for n, r in results.items()}
+    if args.dataset == "all":
+        report = {"dataset": "all", "datasets": names, **common, "results": per_set}
+    else:  # one test set: its numbers at the top level too
+        report = {"dataset": names[0], **common, **per_set[names[0]], "results": per_set}
     if args.histogram:
         from spin_fast.plots import error_histogram_figure, save_png
 
-        what = "mean pose" if args.mean_pose else os.path.basename(args.checkpoint)
-        fig = error_histogram_figure({k: result.per_sample[k].numpy() for k in ("mpjpe", "pa_mpjpe", "pve")},
-                                     baseline=result.baseline, title=f"{args.dataset}: {what}",
-                                     labels={"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE"})
+        title = "mean pose" if args.mean_pose else os.path.basename(args.checkpoint)
+        panels, base, labels, units = {}, {}, {}, {}
+        for n, ps in per_sample.items():
+            for k, v in ps.items():
+                panels[f"{n}/{k}"] = v.numpy()
+                labels[f"{n}/{k}"] = f"{n} {LABELS[k]}" if len(names) > 1 else LABELS[k]
+                units[f"{n}/{k}"] = UNITS[k]
+                if results[n]["baseline"] is not None:
+                    base[f"{n}/{k}"] = results[n]["baseline"][k]
+        fig = error_histogram_figure(panels, baseline=base or None, title=f"{args.dataset}: {title}", labels=labels,
+                                     units=units)
         save_png(fig, args.histogram)
         print(f"wrote {args.histogram}", file=sys.stderr)
     if args.work_dir:
         step = _checkpoint_step(args.checkpoint) if args.checkpoint else None
-        metrics = {k: getattr(result, k) for k in ("mpjpe", "pa_mpjpe", "pve")}
-        if result.baseline is not None:
-            metrics.update({f"mean_pose_{k}": v for k, v in result.baseline.items()})
-        log_to_tensorboard(args.work_dir, args.dataset, metrics, step or 0)
-        print(f"added eval/{args.dataset}/* to the TensorBoard events of {args.work_dir} at step {step or 0}",
+        for n, r in results.items():
+            metrics = dict(r["metrics"])
+            if r["baseline"] is not None:
+                metrics.update({f"mean_pose_{k}": v for k, v in r["baseline"].items()})
+            log_to_tensorboard(args.work_dir, n, metrics, step or 0)
+        print(f"added eval/{{{','.join(names)}}}/* to the TensorBoard events of {args.work_dir} at step {step or 0}",
               file=sys.stderr)
     if args.out:
         write_json_atomic(report, args.out)
@@ -169,5 +264,6 @@ if __name__ == "__main__":
 
     try:
         main()
-    except HumanDataError as e:  # a data file's problem, named: no traceback
-        raise SystemExit(f"spin_fast.evaluate: error: {e}") from None
+    except (EvaluateError, HumanDataError) as e:  # a wrong name or a data file's problem, named: no traceback
+        print(f"spin_fast.evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,15 +1,21 @@
-"""3DPW evaluation (docs/spin.md "Evaluation on 3DPW"; the SPIN / mmhuman3d protocol), read top to bottom.
+"""Evaluation on the SPIN test sets (docs/spin.md "Evaluation on 3DPW"; SPIN eval.py, mmhuman3d
+HumanImageDataset.evaluate and core/evaluation/eval_utils.py), read top to bottom.
 
     1. network:  img -> predicted rotation matrices (24) and betas           (bf16 autocast optional)
     2. SMPL:     neutral model of the prediction -> vertices -> J_regressor_h36m (17 joints)   fp32
-                 ground truth: male model for gender 'm' (0), female for 'f' (1) -> the same path;
-                 samples of unknown gender (-1, not in 3DPW) use the neutral model
-    3. metrics:  pelvis-centred J14 MPJPE, similarity-Procrustes PA-MPJPE, PVE (mm), per sample
+                 ground truth, protocol 'pw3d': male model for gender 'm' (0), female for 'f' (1) -> the
+                 same path; samples of unknown gender (-1, not in 3DPW) use the neutral model;
+                 protocols 'h36m', 'mpi_inf_3dhp': the batch's keypoints3d (its 24 ground-truth joints)
+    3. metrics:  per sample, pelvis-centred; 'pw3d': 14 joints, MPJPE, similarity-Procrustes PA-MPJPE,
+                 PVE (mm); 'h36m': 14 joints, MPJPE, PA-MPJPE; 'mpi_inf_3dhp': 17 joints, MPJPE,
+                 PA-MPJPE and 3D PCK / AUC with their PA variants (% of the visible joints, pooled)
+                 (`spin_fast.metrics.keypoint_metrics` says which joints and what a missing one does)
 Per-sample sums stay on the device; the one host sync is at the end (and per batch only when
 `sync_timing` asks for exact per-batch timing on CUDA).
 
-`evaluate(predict, batches, bodies)` runs over any iterable of batch dicts holding img (B,3,224,224)
-normalised, pose (B,72) axis-angle, betas (B,10) and gender (B,) (0 male, 1 female, -1 unknown);
+`evaluate(predict, batches, bodies, protocol=...)` runs over any iterable of batch dicts holding img
+(B,3,224,224) normalised and, for 'pw3d', pose (B,72) axis-angle, betas (B,10) and gender (B,) (0 male,
+1 female, -1 unknown); for the others keypoints3d (B,49,4) (SPIN's 49 joints, metres + confidence);
 `predict(img) -> (rotmat (B,24,3,3), betas (B,10))`. `hmr_predictor` / `mean_pose_predictor` build
 `predict` from a network or from the mean parameters alone (the baseline every model must beat).
 """
@@ -23,11 +29,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from spin_fast.atomic import atomic_write_json
-from spin_fast.constants import GENDER_CODES, GENDER_IDS
-from spin_fast.metrics import pw3d_metrics
+from spin_fast.constants import GENDER_CODES, GENDER_IDS, NUM_OPENPOSE_JOINTS
+from spin_fast.metrics import keypoint_metrics, pw3d_metrics
 from spin_fast.geometry import rot6d_to_rotmat
 
-METRICS = ("mpjpe", "pa_mpjpe", "pve")
+METRICS = ("mpjpe", "pa_mpjpe", "pve")  # the 3DPW protocol's
+# Each protocol's metrics, in order (spin_fast.data.datasets.PROTOCOLS), and their units.
+PROTOCOL_METRICS = {"pw3d": METRICS, "h36m": ("mpjpe", "pa_mpjpe"),
+                    "mpi_inf_3dhp": ("mpjpe", "pa_mpjpe", "3dpck", "pa_3dpck", "3dauc", "pa_3dauc")}
+PERCENT_METRICS = ("3dpck", "pa_3dpck", "3dauc", "pa_3dauc")  # % of the visible joints, pooled over samples
+LOWER_IS_BETTER = {"mpjpe": True, "pa_mpjpe": True, "pve": True, "3dpck": False, "pa_3dpck": False,
+                   "3dauc": False, "pa_3dauc": False}
+UNITS = {k: "%" if k in PERCENT_METRICS else "mm" for k in LOWER_IS_BETTER}
 GENDER_MALE, GENDER_FEMALE = GENDER_IDS["m"], GENDER_IDS["f"]
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -51,19 +64,31 @@ class Bodies:
 @dataclass
 class EvalResult:
     num_samples: int
-    mpjpe: float          # mm
-    pa_mpjpe: float       # mm
-    pve: float            # mm
+    metrics: dict         # metric -> dataset mean: mm, or % for PERCENT_METRICS (PROTOCOL_METRICS[protocol])
     seconds: float        # wall time of the whole loop, data loading included
     images_per_s: float   # num_samples / seconds
     loader_seconds: float = 0.0  # time spent waiting for the next batch
+    protocol: str = "pw3d"
     per_sample: dict = field(default_factory=dict, repr=False)  # metric -> (N,) CPU tensor, if kept
-    baseline: dict | None = None  # metric -> mean (mm) of the `baseline` predictor on the same samples
+    baseline: dict | None = None  # metric -> mean of the `baseline` predictor on the same samples
+
+    @property
+    def mpjpe(self) -> float:
+        return self.metrics["mpjpe"]
+
+    @property
+    def pa_mpjpe(self) -> float:
+        return self.metrics["pa_mpjpe"]
+
+    @property
+    def pve(self) -> float | None:
+        return self.metrics.get("pve")
 
     def summary(self) -> dict:
+        """The metrics at the top level beside num_samples, the timings, protocol and baseline."""
         d = asdict(self)
         d.pop("per_sample")
-        return d
+        return {"num_samples": d.pop("num_samples"), **d.pop("metrics"), **d}
 
 
 def hmr_predictor(model: torch.nn.Module, amp_dtype: torch.dtype | None = None,
@@ -111,14 +136,21 @@ def gender_ids(gender) -> torch.Tensor:
     return torch.as_tensor(items, dtype=torch.long).reshape(-1)
 
 
-def _check_batch(batch: Mapping, i: int) -> int:
-    for key in ("img", "pose", "betas", "gender"):
+def _check_batch(batch: Mapping, i: int, protocol: str = "pw3d") -> int:
+    need = ("img", "pose", "betas", "gender") if protocol == "pw3d" else ("img", "keypoints3d")
+    for key in need:
         if key not in batch:
-            raise KeyError(f"batch {i}: missing {key!r} (need img, pose, betas, gender)")
-    img, pose, betas, gender = batch["img"], batch["pose"], batch["betas"], gender_ids(batch["gender"])
+            raise KeyError(f"batch {i}: missing {key!r} (protocol {protocol!r} needs {', '.join(need)})")
+    img = batch["img"]
     B = img.shape[0]
     if img.dim() != 4 or img.shape[1] != 3:
         raise ValueError(f"batch {i}: img has shape {tuple(img.shape)}, expected (B, 3, H, W)")
+    if protocol != "pw3d":
+        kp = batch["keypoints3d"]
+        if tuple(kp.shape) != (B, 49, 4):
+            raise ValueError(f"batch {i}: keypoints3d has shape {tuple(kp.shape)}, expected ({B}, 49, 4)")
+        return B
+    pose, betas, gender = batch["pose"], batch["betas"], gender_ids(batch["gender"])
     if tuple(pose.shape) != (B, 72):
         raise ValueError(f"batch {i}: pose has shape {tuple(pose.shape)}, expected ({B}, 72) axis-angle")
     if tuple(betas.shape) != (B, 10):
@@ -164,19 +196,37 @@ def _metrics(predict: Predictor, img, bodies: Bodies, gt_verts, gt_joints) -> to
     return torch.stack([m[k].double() for k in METRICS])
 
 
+@torch.no_grad()
+def _keypoint_metrics(predict: Predictor, img, bodies: Bodies, gt_j24, protocol: str) -> torch.Tensor:
+    """(K, B) per-sample values of PROTOCOL_METRICS[protocol] (PCK / AUC as joint counts), plus for
+    'mpi_inf_3dhp' a last row: the visible joints."""
+    # 1. network
+    rotmat, pred_betas = predict(img)
+    # 2. SMPL: neutral prediction -> H36M joints (as SPIN's eval.py: J_regressor_h36m of the vertices)
+    pred = bodies.neutral(pred_betas.float(), rotmat[:, 1:].float(), rotmat[:, :1].float(), joint_set="h36m_17")
+    # 3. metrics against the file's 3D joints (per sample)
+    three_dhp = protocol == "mpi_inf_3dhp"
+    m = keypoint_metrics(pred.joints, gt_j24, joints=17 if three_dhp else 14, pck=three_dhp)
+    return torch.stack([m[k] for k in PROTOCOL_METRICS[protocol] + (("visible",) if three_dhp else ())])
+
+
 def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, device=None,
              keep_per_sample: bool = False, sync_timing: bool = False, baseline: Predictor | None = None,
-             progress=None) -> EvalResult:
-    """Mean MPJPE / PA-MPJPE / PVE (mm) of `predict` over `batches` (see the module docstring).
+             progress=None, protocol: str = "pw3d") -> EvalResult:
+    """The metrics of `protocol` (PROTOCOL_METRICS) of `predict` over `batches` (see the module docstring).
 
     baseline: a second predictor scored on the same samples in the same pass (the mean pose), its means
     in `result.baseline`; its time is left out of `seconds` and `images_per_s`. progress: a
     `spin_fast.progress.Progress` in images, advanced after every batch (no host sync)."""
+    if protocol not in PROTOCOL_METRICS:
+        raise ValueError(f"protocol must be one of {sorted(PROTOCOL_METRICS)}, got {protocol!r}")
+    names = PROTOCOL_METRICS[protocol]
+    rows = len(names) + (protocol == "mpi_inf_3dhp")  # + the visible joints
     device = torch.device(device) if device is not None else bodies.neutral.v_template.device
-    sums = torch.zeros(len(METRICS), dtype=torch.float64, device=device)
+    sums = torch.zeros(rows, dtype=torch.float64, device=device)
     base_sums = torch.zeros_like(sums)
     base_s = 0.0
-    per_sample: dict[str, list] = {m: [] for m in METRICS}
+    kept: list[torch.Tensor] = []
     n = 0
     loader_s = 0.0
     t_start = time.perf_counter()
@@ -190,23 +240,26 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
             break
         t_data = time.perf_counter()
         loader_s += t_data - t0
-        B = _check_batch(batch, i)
+        B = _check_batch(batch, i, protocol)
         if B == 0:
             continue
         img = batch["img"].to(device, non_blocking=True)
-        pose, betas = batch["pose"].to(device), batch["betas"].to(device)
-        gender = gender_ids(batch["gender"])  # left where the loader put it (see ground_truth)
-
-        gt_verts, gt_joints = ground_truth(bodies, pose, betas, gender)
-        values = _metrics(predict, img, bodies, gt_verts, gt_joints)  # (3, B)
+        if protocol == "pw3d":
+            pose, betas = batch["pose"].to(device), batch["betas"].to(device)
+            gender = gender_ids(batch["gender"])  # left where the loader put it (see ground_truth)
+            gt_verts, gt_joints = ground_truth(bodies, pose, betas, gender)
+            score = lambda p: _metrics(p, img, bodies, gt_verts, gt_joints)  # noqa: E731
+        else:
+            gt_j24 = batch["keypoints3d"][:, NUM_OPENPOSE_JOINTS:].to(device)
+            score = lambda p: _keypoint_metrics(p, img, bodies, gt_j24, protocol)  # noqa: E731
+        values = score(predict)  # (rows, B)
         sums += values.sum(1)
         if baseline is not None:
             t_base = time.perf_counter()
-            base_sums += _metrics(baseline, img, bodies, gt_verts, gt_joints).sum(1)
+            base_sums += score(baseline).sum(1)
             base_s += time.perf_counter() - t_base
         if keep_per_sample:
-            for k, v in zip(METRICS, values):
-                per_sample[k].append(v.cpu())
+            kept.append(values.cpu())
         n += B
         i += 1
         if sync_timing and device.type == "cuda":
@@ -216,13 +269,25 @@ def evaluate(predict: Predictor, batches: Iterable[Mapping], bodies: Bodies, dev
             progress.update(B, phases={"data": t_data - t0, "network+metrics": time.perf_counter() - t_data})
     if n == 0:
         raise ValueError("evaluate: the batches held no samples")
-    means = (sums / n).tolist()  # the one host sync: waits for every queued kernel
+    means = _means(names, sums.tolist(), n)  # the one host sync: waits for every queued kernel
     seconds = time.perf_counter() - t_start - base_s
+    per_sample = {}
+    if keep_per_sample:
+        values = torch.cat(kept, 1)
+        per_sample = {k: (100 * values[j] / values[-1] if k in PERCENT_METRICS else values[j])
+                      for j, k in enumerate(names)}
     return EvalResult(
-        num_samples=n, **dict(zip(METRICS, means)), seconds=seconds, images_per_s=n / seconds,
-        loader_seconds=loader_s,
-        per_sample={k: torch.cat(v) for k, v in per_sample.items()} if keep_per_sample else {},
-        baseline=dict(zip(METRICS, (base_sums / n).tolist())) if baseline is not None else None)
+        num_samples=n, metrics=means, seconds=seconds, images_per_s=n / seconds, loader_seconds=loader_s,
+        protocol=protocol, per_sample=per_sample,
+        baseline=_means(names, base_sums.tolist(), n) if baseline is not None else None)
+
+
+def _means(names, sums: list[float], n: int) -> dict[str, float]:
+    """Dataset values from the summed rows: mm metrics over the samples, PCK / AUC over the visible joints
+    (the last row), as percentages (nan when no joint is visible)."""
+    visible = sums[-1]
+    return {k: (100 * s / visible if visible > 0 else float("nan")) if k in PERCENT_METRICS else s / n
+            for k, s in zip(names, sums)}
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:

@@ -448,6 +448,83 @@ def priors_reference(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, be
             + o.angle_prior_weight * angle + o.shape_prior_weight * betas.square().sum(-1))
 
 
+# --- the two stages' objectives: (B,) loss and (B, n) gradient of x ---------------------------------
+
+class Stage1(NamedTuple):
+    """Stage 1's fixed terms: joints = R(go) Y + sJ0, fitted to kp with conf, plus const and the depth term."""
+
+    Y: torch.Tensor  # (B, n, 3) X0 - s J0: the joints with zero global orient about the rest root
+    sJ0: torch.Tensor  # (B, n, 3) s_n J0
+    kp: torch.Tensor  # (B, n, 2)
+    conf: torch.Tensor  # (B, n)
+    center: torch.Tensor  # (B, 2)
+    tz0: torch.Tensor  # (B,) initial depth
+    const: torch.Tensor | None  # (B,) the priors at the start (all joints), or None (SPIN's torso)
+    sigma: float
+    units: int
+
+
+def stage1_setup(c: FitConstants, o: FitOptions, pose, betas, cam_t, kp, conf_raw, conf2, center) -> Stage1:
+    """X0 = the smpl_49 joints with zero global orient, J0 = the rest root, s = the joints' row sums;
+    SPIN's torso (OpenPose hips/shoulders when all four have confidence > 0, else the ground-truth
+    ones; plain squares: conf 1, sigma inf, pixel units) or every joint with stage 2's confidences and
+    units plus the priors as a constant (opts.stage1_all_joints)."""
+    B = pose.shape[0]
+    body_pose = pose[:, 3:]
+    X0 = joints_reference(c, torch.cat([torch.zeros_like(pose[:, :3]), body_pose, betas], 1))
+    J0 = c.J_template[0] + torch.einsum("bs,cs->bc", betas, c.J_shapedirs[0])  # (B, 3)
+    if o.stage1_all_joints:
+        s = c.row_sums.expand(B, -1)
+        kp1, conf1, sigma, units = kp, conf2, o.sigma, o.units
+        const = priors_reference(c, o, body_pose, betas)
+    else:
+        idx = c.torso[(conf_raw[:, c.torso[0]] <= 0).any(-1).long()]  # (B, 4)
+        X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
+        s = c.row_sums[idx]
+        kp1, conf1, sigma, units = kp.gather(1, idx[..., None].expand(-1, -1, 2)), torch.ones_like(s), math.inf, 0
+        const = None
+    sJ0 = s[..., None] * J0[:, None]
+    return Stage1(X0 - sJ0, sJ0, kp1, conf1, center, cam_t[:, 2].clone(), const, sigma, units)
+
+
+def stage1_objective(p: Stage1, o: FitOptions, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, 6) = [global orient | t]: robust reprojection of R(go) Y + sJ0 seen through t,
+    (+ const) + depth_weight (t_z - t_z0)^2, and its gradient."""
+    R, rc = rodrigues_fwd(x[:, :3])
+    t = x[:, 3:]
+    per_joint, prc = project_fwd(rigid_turn_fwd(R, p.Y, p.sJ0), t, p.kp, p.conf, o.focal_length, p.center, p.sigma,
+                                 p.units, o.kp_norm)
+    total = per_joint.sum(-1)
+    if p.const is not None:
+        total = total + p.const
+    gj, gt = project_vjp(prc)
+    if o.depth_weight:
+        dv, dg = depth_fwd(t[:, 2], p.tz0, o.depth_weight)
+        total = total + dv
+        gt[:, 2] += dg
+    return total, torch.cat([rodrigues_vjp(rc, rigid_turn_vjp(p.Y, gj)), gt], 1)
+
+
+class Stage2(NamedTuple):
+    cam_t: torch.Tensor  # (B, 3) from stage 1
+    kp: torch.Tensor  # (B, 49, 2)
+    conf: torch.Tensor  # (B, 49) with the ignored joints at 0
+    center: torch.Tensor  # (B, 2)
+
+
+def stage2_objective(c: FitConstants, pc: _Prepared, o: FitOptions, p: Stage2, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, 72 + S) = [global orient | body pose | betas]: the data term of the smpl_49 joints plus
+    the priors, and its gradient."""
+    joints, bc = body_fwd(c, pc, x)
+    per_joint, prc = project_fwd(joints, p.cam_t, p.kp, p.conf, o.focal_length, p.center, o.sigma, o.units, o.kp_norm)
+    prior, g_pose, g_betas = priors_fwd(c, o, x[:, 3:72], x[:, 72:])
+    grad = body_vjp(c, pc, bc, project_vjp(prc)[0])
+    grad[:, 3:72] += g_pose
+    grad[:, 72:] += g_betas
+    return per_joint.sum(-1) + prior, grad
+
+
 # --- Adam with the per-sample bookkeeping ------------------------------------------------------------
 
 class _Adam:
@@ -535,7 +612,6 @@ def _fit(c: FitConstants, o: FitOptions, pose_in, betas_in, cam_in, kp_in, cente
     B = pose_in.shape[0]
     dt, dev = pose_in.dtype, pose_in.device
     pc = prepare(c)
-    f, sigma, units, kp_norm = o.focal_length, o.sigma, o.units, o.kp_norm
 
     # 1. Inputs: a bad keypoint is an invisible one; a bad sample runs on safe values, frozen.
     kp_ok = torch.isfinite(kp_in).all(-1)
@@ -551,54 +627,17 @@ def _fit(c: FitConstants, o: FitOptions, pose_in, betas_in, cam_in, kp_in, cente
     stand_in = torch.tensor([0.0, 0.0, 2 * o.focal_length / o.img_res], dtype=dt, device=dev)
     cam_t = torch.where(keep, cam_in, stand_in.expand(B, 3))
     center = torch.where(keep, center_in, torch.full_like(center_in, o.img_res / 2.0))
-    body_pose = pose[:, 3:]
 
     # 2. Stage 1: joints with zero global orient, once; the rigid root turn.
-    X0 = joints_reference(c, torch.cat([torch.zeros_like(pose[:, :3]), body_pose, betas], 1))
-    J0 = c.J_template[0] + torch.einsum("bs,cs->bc", betas, c.J_shapedirs[0])  # (B, 3)
-    if o.stage1_all_joints:
-        s = c.row_sums.expand(B, -1)
-        kp1, conf1, sigma1, units1 = kp, conf2, sigma, units
-        const = priors_reference(c, o, body_pose, betas)
-    else:  # OpenPose hips/shoulders when all four are visible, else the ground-truth ones; plain squares
-        idx = c.torso[(conf_raw[:, c.torso[0]] <= 0).any(-1).long()]  # (B, 4)
-        X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
-        s = c.row_sums[idx]
-        kp1, conf1, sigma1, units1 = kp.gather(1, idx[..., None].expand(-1, -1, 2)), torch.ones_like(s), math.inf, 0
-        const = None
-    sJ0 = s[..., None] * J0[:, None]
-    Y = X0 - sJ0
-    tz0 = cam_t[:, 2].clone()
-
-    def stage1(x):
-        R, rc = rodrigues_fwd(x[:, :3])
-        t = x[:, 3:]
-        per_joint, prc = project_fwd(rigid_turn_fwd(R, Y, sJ0), t, kp1, conf1, f, center, sigma1, units1, kp_norm)
-        total = per_joint.sum(-1)
-        if const is not None:
-            total = total + const
-        gj, gt = project_vjp(prc)
-        if o.depth_weight:
-            dv, dg = depth_fwd(t[:, 2], tz0, o.depth_weight)
-            total = total + dv
-            gt[:, 2] += dg
-        return total, torch.cat([rodrigues_vjp(rc, rigid_turn_vjp(Y, gj)), gt], 1)
-
-    st1 = _run(_Adam(torch.cat([pose[:, :3], cam_t], 1), valid_in, o.stage1_iters, o), stage1, o.stage1_iters)
-    go, cam_t = st1.x[:, :3], st1.x[:, 3:].clone()
+    p1 = stage1_setup(c, o, pose, betas, cam_t, kp, conf_raw, conf2, center)
+    st1 = _run(_Adam(torch.cat([pose[:, :3], cam_t], 1), valid_in, o.stage1_iters, o),
+               lambda x: stage1_objective(p1, o, x), o.stage1_iters)
+    cam_t = st1.x[:, 3:].clone()
 
     # 3. Stage 2: every sample that did not diverge fits its body (an ftol stop ends stage 1 only).
-    def stage2(x):
-        joints, bc = body_fwd(c, pc, x)
-        per_joint, prc = project_fwd(joints, cam_t, kp, conf2, f, center, sigma, units, kp_norm)
-        prior, g_pose, g_betas = priors_fwd(c, o, x[:, 3:72], x[:, 72:])
-        grad = body_vjp(c, pc, bc, project_vjp(prc)[0])
-        grad[:, 3:72] += g_pose
-        grad[:, 72:] += g_betas
-        return per_joint.sum(-1) + prior, grad
-
-    st2 = _run(_Adam(torch.cat([go, body_pose, betas], 1), valid_in & ~st1.diverged, o.stage2_iters, o), stage2,
-               o.stage2_iters)
+    p2 = Stage2(cam_t, kp, conf2, center)
+    st2 = _run(_Adam(torch.cat([st1.x[:, :3], pose[:, 3:], betas], 1), valid_in & ~st1.diverged, o.stage2_iters, o),
+               lambda x: stage2_objective(c, pc, o, p2, x), o.stage2_iters)
 
     # 4. The result, its per-joint loss and its stage-2 objective.
     x = st2.x
