@@ -1,6 +1,7 @@
-"""GPU twin of SMPLify's autograd loop (fused=False): on CUDA each stage's iteration is captured once in a CUDA graph and replayed;
-that fit must equal the same fit run eagerly on CUDA and eagerly on the CPU, on a batch that includes
-bad samples (NaN init pose, all-zero confidence, NaN keypoints, one NaN keypoint).
+"""GPU twin of SMPLify's autograd loop (fused=False): on CUDA each stage's iteration is captured once
+in a CUDA graph and replayed; that fit must equal the same fit run eagerly on CUDA and eagerly on the
+CPU, on a batch that includes bad samples (NaN init pose, all-zero confidence, NaN keypoints, one
+NaN keypoint).
 
 Agreement: the same samples valid; final stage-2 losses within 1e-4 relative; pose and betas within
 1e-5 between two CUDA runs (same kernels) and 1e-3 rad / units between CUDA and the CPU (different
