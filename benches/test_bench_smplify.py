@@ -1,10 +1,12 @@
 """SMPLify: a full 100 + 100 iteration SPIN fit of a batch of 64, reference vs fast path.
 
 Group `smplify-B64`: rows `smplx_reference` (spin_fast.smplify.reference: smplx.SMPL full mesh every
-iteration, plain torch losses, torch.optim.Adam) and `fast` (spin_fast.smplify.SMPLify: stage-1 root
-turn, joints_only, the public loss ops, flat masked Adam; a CUDA graph per stage on CUDA), plus on
-CUDA `fast_eager` (the same without CUDA graphs). Same synthetic batch, same start. The
-target: fast >= 10x the reference on CPU.
+iteration, plain torch losses, torch.optim.Adam), `fast` (spin_fast.smplify.SMPLify, the default
+fused=True: the whole fit as the smplify_fit op, gradients by hand; the torch reference on CPU, one
+Triton launch on CUDA) and `fast_autograd` (SMPLify(fused=False): stage-1 root turn, joints_only, the
+public loss ops, autograd, flat masked Adam; a CUDA graph per stage on CUDA), plus on CUDA
+`fast_eager` (fused=False without CUDA graphs). Same synthetic batch, same start. The targets on
+CPU: fast >= 10x the reference, and fast <= half of fast_autograd.
 
 The reference takes minutes on CPU, so each row is one round of one fit (after one warm-up fit for
 the fast rows, which also captures the graphs). Thread count: torch's default; on a shared machine
@@ -53,14 +55,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("impl", ["smplx_reference", "fast", pytest.param("fast_eager", marks=requires_cuda)])
+@pytest.mark.parametrize("impl", ["smplx_reference", "fast", "fast_autograd",
+                                  pytest.param("fast_eager", marks=requires_cuda)])
 def test_smplify(benchmark, problem, device, impl):
     kw = dict(stage1_iters=ITERS, stage2_iters=ITERS)
     if impl == "smplx_reference":
         fitter = SMPLifyReference(problem["smpl"], problem["extra"], problem["gmm"], device=device, **kw)
         warmup = 0
     else:
-        fitter = SMPLify(problem["body"], gmm=problem["gmm"], cuda_graph=impl == "fast", **kw)
+        fitter = SMPLify(problem["body"], gmm=problem["gmm"], fused=impl == "fast", cuda_graph=impl == "fast_autograd",
+                         **kw)
         warmup = 1
 
     def fit():
