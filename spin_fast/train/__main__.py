@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     line and exit status 2, Ctrl-C says the step reached and the command that resumes, exit 130."""
     argv = sys.argv[1:] if argv is None else list(argv)
     state: dict = {}
-    return run_command("train", lambda a: _main(a, state), argv, resume=lambda: state.get("resume"),
+    return run_command("train", lambda a: _main(a, state), argv, resume=lambda: state["resume"]() if state else None,
                        user_errors=(FloatingPointError,))
 
 
@@ -120,7 +120,7 @@ def _main(argv: list[str], state: dict) -> int:
         print("spin_fast.train: no data root configured: running the short synthetic demo "
               f"({cfg.max_steps} steps, {cfg.model.backbone}, batch {cfg.data.batch_size}) in {cfg.work_dir}",
               file=sys.stderr)
-    state["resume"] = resume_command(argv, cfg.work_dir, work_dir_given)
+    state["resume"] = lambda: resume_command(argv, cfg.work_dir, work_dir_given)  # read when interrupted
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_config_change=args.allow_config_change)
     if result and len(result) > 1:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float))
