@@ -278,7 +278,7 @@ def test_all_test_sets_from_the_command_line_without_a_data_root(root, tmp_path)
     assert "synthetic stand-in" in lines[head + 9]
 
 
-def test_unknown_name_and_missing_file_are_one_line_errors(tmp_path):
+def test_unknown_name_and_missing_file_are_one_line_errors(tmp_path, synthetic_assets):
     proc = subprocess.run([sys.executable, "-m", "spin_fast.evaluate", "--mean-pose", "--dataset", "h36m"],
                           capture_output=True, text=True, cwd=tmp_path, env=_env(SPIN_FAST_CACHE=str(tmp_path)),
                           timeout=120)
@@ -293,6 +293,13 @@ def test_unknown_name_and_missing_file_are_one_line_errors(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "spin_fast.evaluate: error: --dataset: unknown dataset 'h3.6m'; known: pw3d, h36m-p1, h36m-p2, "
         "mpi-inf-3dhp, all"]
+    proc = subprocess.run([sys.executable, "-m", "spin_fast.evaluate", "--mean-pose", "--dataset", "mpi-inf-3dhp",
+                           "--data-root", str(synthetic_assets.root)], capture_output=True, text=True,
+                          cwd=tmp_path, env=_env(), timeout=120)  # body models, no test files
+    missing = synthetic_assets.root / "preprocessed_datasets" / "mpi_inf_3dhp_test.npz"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"spin_fast.evaluate: error: {missing}: test set mpi-inf-3dhp: file does not exist")
+    assert "Traceback" not in proc.stderr
 
 
 def test_wrong_or_missing_test_file_names_file_key_and_dataset(root, tmp_path, synthetic_assets):

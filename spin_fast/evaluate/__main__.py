@@ -66,7 +66,7 @@ def _checkpoint_step(path: str) -> int | None:
 
 
 class EvaluateError(SystemExit):
-    """A command-line mistake: `python -m spin_fast.evaluate` reports it in one line, exit status 2."""
+    """A command-line mistake, reported in one line with exit status 2 (`spin_fast.cli.run_command`)."""
 
 
 def log_to_tensorboard(work_dir: str, dataset: str, metrics: dict, step: int) -> None:
@@ -260,10 +260,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from spin_fast.data import HumanDataError
+    from spin_fast.cli import run_command
 
-    try:
-        main()
-    except (EvaluateError, HumanDataError) as e:  # a wrong name or a data file's problem, named: no traceback
-        print(f"spin_fast.evaluate: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # a wrong name, a data file's problem (file, key, test set named): one line, exit 2
+    sys.exit(run_command("evaluate", main))
