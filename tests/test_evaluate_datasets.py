@@ -240,7 +240,8 @@ def _env(**extra):
 def test_all_test_sets_from_the_command_line_without_a_data_root(root, tmp_path):
     """`--dataset all` with no data root: the stand-in in the cache (here the module's small render under
     the default stand-in's marker, so no default-size render is made) gives one table of the four test
-    sets, each beside the mean pose, and --out holds the same numbers."""
+    sets, each beside the mean pose; --out holds the same numbers, the work dir's TensorBoard events
+    every one of them at the checkpoint's step, --histogram a panel per test set and metric."""
     from spin_fast.data.synth import MARKER, PER_DATASET, _marker
     from spin_fast.model import HMR
 
@@ -251,11 +252,14 @@ def test_all_test_sets_from_the_command_line_without_a_data_root(root, tmp_path)
             (data / entry.name).symlink_to(entry)
     (data / MARKER).write_text(_marker(1, 0, PER_DATASET))
     torch.manual_seed(0)
-    ckpt = tmp_path / "hmr.pth"
-    torch.save({"meta": {}, "state_dict": HMR("resnet18", mean_params=root.mean_params).state_dict()}, ckpt)
-    out = tmp_path / "all.json"
-    proc = subprocess.run([sys.executable, "-m", "spin_fast.evaluate", "--checkpoint", str(ckpt), "--dataset", "all",
-                           "--batch-size", "8", "--loader", "reference", "--threads", "1", "--out", str(out)],
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"meta": {"step": 5}, "state_dict": HMR("resnet18", mean_params=root.mean_params).state_dict()},
+               run / "checkpoints" / "latest.pth")
+    out, png = tmp_path / "all.json", tmp_path / "all.png"
+    proc = subprocess.run([sys.executable, "-m", "spin_fast.evaluate", "--work-dir", str(run), "--dataset", "all",
+                           "--batch-size", "8", "--loader", "reference", "--threads", "1", "--out", str(out),
+                           "--histogram", str(png)],
                           capture_output=True, text=True, cwd=tmp_path, env=_env(SPIN_FAST_CACHE=str(tmp_path / "cache")),
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -276,6 +280,21 @@ def test_all_test_sets_from_the_command_line_without_a_data_root(root, tmp_path)
             assert v == ("-" if k not in res["units"] else f"{want[k]:.2f}"), (r, k)
     assert set(report["results"]["mpi-inf-3dhp"]["units"]) == set(columns) - {"pve"}
     assert "synthetic stand-in" in lines[head + 9]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for name, res in report["results"].items():
+        for k in res["units"]:
+            for tag, want in ((f"eval/{name}/{k}", res[k]), (f"eval/{name}/mean_pose_{k}", res["baseline"][k])):
+                (event,) = acc.Scalars(tag)
+                assert event.step == 5 and event.value == pytest.approx(want, rel=1e-6), tag
+    assert len(tags) == 2 * (3 + 2 + 2 + 6)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[1] > im.size[0]  # 13 panels, 3 a row: 5 rows
 
 
 def test_unknown_name_and_missing_file_are_one_line_errors(tmp_path, synthetic_assets):
