@@ -18,11 +18,14 @@ from . import kernel as K
 from .reference import FitConstants, FitOptions, FitOutput
 
 BLOCK_B = 16  # bodies a program (tl.dot needs >= 16 rows)
-BLOCK_P = 32  # pairs a chunk of the regressor contraction
-BLOCK_KC = 32  # K chunk of the contraction (fp32 "ieee" dots run on FMA units: small tiles)
+BLOCK_P = 16  # pairs a chunk (the K of the pair->joint and pair->bone dots: FMA dots hold K x cols a thread)
+BLOCK_KC = 16  # K chunk of the x C^T contraction (same reason)
 BLOCK_GK = 16  # GMM matvec: reduction chunk
 BLOCK_GN = 32  # GMM matvec: output chunk
-NUM_WARPS = 4
+# The interpreter pays per operation, not per register: on CPU tensors the same kernels run with
+# larger chunks (fewer loop trips); the arithmetic is the same, only summation chunks differ.
+INTERPRETER_BLOCKS = dict(BLOCK_P=64, BLOCK_KC=64, BLOCK_GK=32, BLOCK_GN=64)
+NUM_WARPS = 8  # 4 warps spill more in stage 2 (ptxas, sm_90: benches/smplify_resources.py)
 NUM_STAGES = 1  # no software pipelining across the barriers of the phases
 PRECISION = "ieee"  # fp32 dots without TF32
 DEFAULT_CAMERA_SCALE = 0.9  # weak-perspective scale of the fallback translation (HMR's mean camera)
@@ -90,7 +93,7 @@ def layouts(S: int, P: int, JV: int) -> tuple[dict, int, dict, int]:
         ("O_VJ", 3 * JV), ("O_LOCAL", 3 * P), ("O_GL", 3 * P), ("O_GUP", 24 * 9), ("O_ACC", 24 * 12),
         ("O_GREST", 24 * 3), ("O_GAA", 24 * 3), ("O_GPOSED", 24 * 3), ("O_GTRANS", 24 * 12), ("O_GVJ", 3 * JV),
         ("O_GBETA", S), ("O_YGMM", 69), ("O_X0", 49 * 3), ("O_X0C", 49 * 3), ("O_SJ0", 49 * 3), ("O_KP1", 49 * 2),
-        ("O_C1", 49), ("O_KP", 49 * 2), ("O_CONF", 49)])
+        ("O_C1", 49), ("O_KP", 49 * 2), ("O_CONF", 49), ("O_Q", 49 * 3)])
     return state, ws, scratch, wsc
 
 
@@ -142,12 +145,14 @@ def smplify_fit_triton(consts: FitConstants, opts: FitOptions, pose, betas, cam_
     blocks = dict(BLOCK_B=BLOCK_B, BLOCK_P=BLOCK_P, BLOCK_KC=BLOCK_KC,
                   BLOCK_JV=max(16, triton.next_power_of_2(max(JV, 1))), BLOCK_GK=BLOCK_GK, BLOCK_GN=BLOCK_GN,
                   PRECISION=PRECISION, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    if not pose.is_cuda:
+        blocks.update(INTERPRETER_BLOCKS)
     flags = dict(ANGLE_M1=bool(opts.angle_minus_one), BATCH_STOP=batch_stop,
                  FTOL_ROWS=bool(opts.ftol > 0 and not batch_stop), ROBUST=not math.isinf(opts.sigma),
                  UNITS=int(opts.units))
     K._smplify_stage1_kernel[grid](
         *inputs, *body, consts.row_sums.contiguous(), *priors, consts.stage2_keep.contiguous(),
-        consts.torso.contiguous(), params, st, fl, sc, B, S, P, JV, M, int(opts.stage1_iters), nt,
+        consts.torso.contiguous(), params, st, fl, sc, B, 24, S, P, JV, M, int(opts.stage1_iters), nt,
         WS=ws, WSC=wsc, **{k: state[k] for k in ("O_X2", "O_X1", "O_M1", "O_V1", "O_CAM", "O_CEN", "O_TZ0", "O_PREV",
                                                  "O_CONST", "O_M2", "O_V2")},
         **{k: scratch[k] for k in ("O_ROT", "O_TRANS", "O_POSED", "O_REST", "O_PF", "O_VJ", "O_LOCAL", "O_GUP",
@@ -156,10 +161,10 @@ def smplify_fit_triton(consts: FitConstants, opts: FitOptions, pose, betas, cam_
         BLOCK_N1=64 if opts.stage1_all_joints else 4, **flags, **blocks)
     K._smplify_stage2_kernel[grid](
         *inputs[:3], *body, *priors, params, st, fl, sc, out.pose, out.betas, out.cam_t, out.joint_loss,
-        out.total_loss, out.valid.view(torch.uint8), out.iterations, B, S, P, JV, M, int(opts.stage2_iters), nt,
+        out.total_loss, out.valid.view(torch.uint8), out.iterations, B, 24, S, P, JV, M, int(opts.stage2_iters), nt,
         WS=ws, WSC=wsc, **{k: state[k] for k in ("O_X2", "O_M2", "O_V2", "O_CAM", "O_CEN", "O_PREV")},
         **{k: scratch[k] for k in ("O_ROT", "O_TRANS", "O_POSED", "O_REST", "O_PF", "O_VJ", "O_LOCAL", "O_GL",
                                    "O_GUP", "O_ACC", "O_GREST", "O_GAA", "O_GPOSED", "O_GTRANS", "O_GVJ", "O_GBETA",
-                                   "O_YGMM", "O_KP", "O_CONF")},
+                                   "O_YGMM", "O_KP", "O_CONF", "O_Q")},
         **flags, **blocks)
     return out

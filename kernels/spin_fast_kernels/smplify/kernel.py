@@ -108,7 +108,7 @@ def _rest_joints(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, S, WS: tl.conste
 
 @triton.jit
 def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                  S, P, JV, WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_ROT: tl.constexpr,
+                  J, S, P, JV, WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_ROT: tl.constexpr,
                   O_TRANS: tl.constexpr, O_POSED: tl.constexpr, O_REST: tl.constexpr, O_PF: tl.constexpr,
                   O_VJ: tl.constexpr, O_LOCAL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
                   BLOCK_KC: tl.constexpr, BLOCK_JV: tl.constexpr, PRECISION: tl.constexpr):
@@ -119,7 +119,7 @@ def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, co
     _rest_joints(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, S, WS, WSC, O_X2, O_REST, BLOCK_B)
     tl.debug_barrier()
     _chain_forward_walk(st_ptr + rows * WS + O_X2, sc_b + O_ROT, sc_b + O_REST, parents_ptr, sc_b + O_POSED,
-                        sc_b + O_TRANS, 24, row_ok, True)
+                        sc_b + O_TRANS, J, row_ok, True)
     tl.debug_barrier()
     # pose feature f = R_1..23 - I
     cols = tl.arange(0, 256)
@@ -360,7 +360,7 @@ def _smplify_stage1_kernel(
     st_ptr,  # (B, WS) out: Adam state of both stages, sanitised camera / centre, t_z0, prev, stage-1 constant
     fl_ptr,  # (B, 8) int32 out: flags
     sc_ptr,  # (B, WSC) scratch (persistent part: sanitised keypoints and stage-2 confidences)
-    B, S, P, JV, M,  # bodies, betas, pairs, vertex joints, GMM components
+    B, J, S, P, JV, M,  # bodies, body joints (24), betas, pairs, vertex joints, GMM components
     iters,  # Adam steps of stage 1
     NT,  # length of each Adam table
     WS: tl.constexpr, WSC: tl.constexpr,  # row widths of the state and the scratch
@@ -454,7 +454,7 @@ def _smplify_stage1_kernel(
         tl.store(f_b + F_USE_GT, use_gt, mask=row_ok)
         # X0: the body with zero global orient
         _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                      S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
+                      J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                       BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
         X, Y, Z = _joints49(sc_ptr, rows, row_ok, jidx_ptr, WSC, O_POSED, O_VJ)
         tl.store(sc_b + O_X0 + n[None, :] * 3, X, mask=ok49)
@@ -587,13 +587,13 @@ def _smplify_stage1_kernel(
 
 @triton.jit
 def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                     jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, P, JV, M,
+                     jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, J, S, P, JV, M,
                      WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_CAM: tl.constexpr, O_CEN: tl.constexpr,
                      O_ROT: tl.constexpr, O_TRANS: tl.constexpr, O_POSED: tl.constexpr, O_REST: tl.constexpr,
                      O_PF: tl.constexpr, O_VJ: tl.constexpr, O_LOCAL: tl.constexpr, O_GL: tl.constexpr,
                      O_GUP: tl.constexpr, O_ACC: tl.constexpr, O_GREST: tl.constexpr, O_GAA: tl.constexpr,
                      O_GPOSED: tl.constexpr, O_GTRANS: tl.constexpr, O_GVJ: tl.constexpr, O_GBETA: tl.constexpr,
-                     O_YGMM: tl.constexpr, O_KP: tl.constexpr, O_CONF: tl.constexpr,
+                     O_YGMM: tl.constexpr, O_KP: tl.constexpr, O_CONF: tl.constexpr, O_Q: tl.constexpr,
                      UNITS: tl.constexpr, ROBUST: tl.constexpr, ANGLE_M1: tl.constexpr,
                      BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_KC: tl.constexpr, BLOCK_JV: tl.constexpr,
                      BLOCK_GK: tl.constexpr, BLOCK_GN: tl.constexpr, PRECISION: tl.constexpr):
@@ -601,104 +601,92 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr,
     acc_t = jt_ptr.dtype.element_ty
     sc_b = sc_ptr + rows * WSC
     _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                  S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
+                  J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                   BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
     loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
                               O_CONF, O_POSED, O_VJ, UNITS, ROBUST)
     total = tl.sum(loss, axis=1)
-    # q back to the posed and vertex joints it was gathered from (0/1 matrices: repeats add up)
     n = tl.arange(0, 64)
-    idx = tl.load(jidx_ptr + n, mask=n < 49, other=-1).to(tl.int32)
-    j32 = tl.arange(0, 32)
-    oh_p = tl.where((idx[:, None] == j32[None, :]) & (n < 49)[:, None], 1.0, 0.0).to(acc_t)
-    jv = tl.arange(0, BLOCK_JV)
-    oh_v = tl.where((idx[:, None] - 24 == jv[None, :]) & (n < 49)[:, None], 1.0, 0.0).to(acc_t)
-    okp = row_ok[:, None] & (j32 < 24)[None, :]
-    okv = row_ok[:, None] & (jv < JV)[None, :]
-    gp = sc_b[:, None] + O_GPOSED + j32[None, :] * 3
-    gv = sc_b[:, None] + O_GVJ + jv[None, :] * 3
-    tl.store(gp, tl.dot(dX, oh_p, input_precision=PRECISION, out_dtype=acc_t), mask=okp)
-    tl.store(gp + 1, tl.dot(dY, oh_p, input_precision=PRECISION, out_dtype=acc_t), mask=okp)
-    tl.store(gp + 2, tl.dot(dZ, oh_p, input_precision=PRECISION, out_dtype=acc_t), mask=okp)
-    tl.store(gv, tl.dot(dX, oh_v, input_precision=PRECISION, out_dtype=acc_t), mask=okv)
-    tl.store(gv + 1, tl.dot(dY, oh_v, input_precision=PRECISION, out_dtype=acc_t), mask=okv)
-    tl.store(gv + 2, tl.dot(dZ, oh_v, input_precision=PRECISION, out_dtype=acc_t), mask=okv)
+    okq = row_ok[:, None] & (n < 49)[None, :]
+    q_ptr = sc_b[:, None] + O_Q + n[None, :] * 3
+    tl.store(q_ptr, dX, mask=okq)
+    tl.store(q_ptr + 1, dY, mask=okq)
+    tl.store(q_ptr + 2, dZ, mask=okq)
     # zeroed accumulators of the chain's reverse walk
-    c = tl.arange(0, 512)
-    zero = tl.zeros((BLOCK_B, 512), acc_t)
-    tl.store(sc_b[:, None] + O_ACC + c[None, :], zero, mask=row_ok[:, None] & (c < 288)[None, :])
+    c = tl.arange(0, 128)
+    zero = tl.zeros((BLOCK_B, 128), acc_t)
+    for c0 in tl.static_range(0, 288, 128):
+        tl.store(sc_b[:, None] + O_ACC + c0 + c[None, :], zero, mask=row_ok[:, None] & (c0 + c < 288)[None, :])
     tl.store(sc_b[:, None] + O_GREST + c[None, :], zero, mask=row_ok[:, None] & (c < 72)[None, :])
     total += _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
                      WS, WSC, O_X2, O_YGMM, ANGLE_M1, True, BLOCK_B, BLOCK_GK, BLOCK_GN)
     tl.debug_barrier()
-    # vertex joints backward: gl_p = R_k^T q_j (stored), bone sums of q local^T and q w
-    nb = tl.arange(0, 32)
-    a00 = tl.zeros((BLOCK_B, 32), acc_t)
-    a01 = tl.zeros((BLOCK_B, 32), acc_t)
-    a02 = tl.zeros((BLOCK_B, 32), acc_t)
-    a03 = tl.zeros((BLOCK_B, 32), acc_t)
-    a10 = tl.zeros((BLOCK_B, 32), acc_t)
-    a11 = tl.zeros((BLOCK_B, 32), acc_t)
-    a12 = tl.zeros((BLOCK_B, 32), acc_t)
-    a13 = tl.zeros((BLOCK_B, 32), acc_t)
-    a20 = tl.zeros((BLOCK_B, 32), acc_t)
-    a21 = tl.zeros((BLOCK_B, 32), acc_t)
-    a22 = tl.zeros((BLOCK_B, 32), acc_t)
-    a23 = tl.zeros((BLOCK_B, 32), acc_t)
+    # q back to the posed and vertex joints it was gathered from: 16-joint chunks times 0/1 matrices
+    # (repeated joints add up; small dots keep the FMA operands in registers)
+    j32 = tl.arange(0, 32)
+    jv = tl.arange(0, BLOCK_JV)
+    for r in tl.static_range(3):
+        acc_p = tl.zeros((BLOCK_B, 32), acc_t)
+        acc_v = tl.zeros((BLOCK_B, BLOCK_JV), acc_t)
+        for n0 in tl.static_range(0, 64, 16):
+            nn = n0 + tl.arange(0, 16)
+            idx = tl.load(jidx_ptr + nn, mask=nn < 49, other=-1).to(tl.int32)
+            q = tl.load(sc_b[:, None] + O_Q + nn[None, :] * 3 + r, mask=row_ok[:, None] & (nn < 49)[None, :],
+                        other=0.0)
+            oh_p = tl.where((idx[:, None] == j32[None, :]) & (nn < 49)[:, None], 1.0, 0.0).to(acc_t)
+            oh_v = tl.where((idx[:, None] - 24 == jv[None, :]) & (nn < 49)[:, None], 1.0, 0.0).to(acc_t)
+            acc_p += tl.dot(q, oh_p, input_precision=PRECISION, out_dtype=acc_t)
+            acc_v += tl.dot(q, oh_v, input_precision=PRECISION, out_dtype=acc_t)
+        tl.store(sc_b[:, None] + O_GPOSED + j32[None, :] * 3 + r, acc_p, mask=row_ok[:, None] & (j32 < 24)[None, :])
+        tl.store(sc_b[:, None] + O_GVJ + jv[None, :] * 3 + r, acc_v, mask=row_ok[:, None] & (jv < JV)[None, :])
+    tl.debug_barrier()
+    # vertex joints backward: gl_p = R_k^T q_j (stored for the x contraction)
     for start in range(0, P, BLOCK_P):
         pp = start + tl.arange(0, BLOCK_P)
         p_ok = pp < P
         bone = tl.load(pb_ptr + pp, mask=p_ok, other=0).to(tl.int32)
         joint = tl.load(pj_ptr + pp, mask=p_ok, other=0).to(tl.int32)
-        bw = tl.load(bw_ptr + pp, mask=p_ok, other=0.0)
         t_ok = row_ok[:, None] & p_ok[None, :]
-        l_ptr = sc_b[:, None] + O_LOCAL + pp[None, :] * 3
-        lx = tl.load(l_ptr, mask=t_ok, other=0.0)
-        ly = tl.load(l_ptr + 1, mask=t_ok, other=0.0)
-        lz = tl.load(l_ptr + 2, mask=t_ok, other=0.0)
         g_ptr = sc_b[:, None] + O_GVJ + joint[None, :] * 3
         gx = tl.load(g_ptr, mask=t_ok, other=0.0)
         gy = tl.load(g_ptr + 1, mask=t_ok, other=0.0)
         gz = tl.load(g_ptr + 2, mask=t_ok, other=0.0)
         t_ptr = sc_b[:, None] + O_TRANS + bone[None, :] * 12
-        glx = (tl.load(t_ptr + 0, mask=t_ok, other=0.0) * gx + tl.load(t_ptr + 4, mask=t_ok, other=0.0) * gy
-               + tl.load(t_ptr + 8, mask=t_ok, other=0.0) * gz)
-        gly = (tl.load(t_ptr + 1, mask=t_ok, other=0.0) * gx + tl.load(t_ptr + 5, mask=t_ok, other=0.0) * gy
-               + tl.load(t_ptr + 9, mask=t_ok, other=0.0) * gz)
-        glz = (tl.load(t_ptr + 2, mask=t_ok, other=0.0) * gx + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * gy
-               + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * gz)
         gl_ptr = sc_b[:, None] + O_GL + pp[None, :] * 3
-        tl.store(gl_ptr, glx, mask=t_ok)
-        tl.store(gl_ptr + 1, gly, mask=t_ok)
-        tl.store(gl_ptr + 2, glz, mask=t_ok)
-        onehot = tl.where(p_ok[:, None] & (bone[:, None] == nb[None, :]), 1.0, 0.0).to(acc_t)
-        bwb = bw[None, :]
-        a00 += tl.dot(gx * lx, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a01 += tl.dot(gx * ly, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a02 += tl.dot(gx * lz, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a03 += tl.dot(gx * bwb, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a10 += tl.dot(gy * lx, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a11 += tl.dot(gy * ly, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a12 += tl.dot(gy * lz, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a13 += tl.dot(gy * bwb, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a20 += tl.dot(gz * lx, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a21 += tl.dot(gz * ly, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a22 += tl.dot(gz * lz, onehot, input_precision=PRECISION, out_dtype=acc_t)
-        a23 += tl.dot(gz * bwb, onehot, input_precision=PRECISION, out_dtype=acc_t)
-    ga = sc_b[:, None] + O_GTRANS + nb[None, :] * 12
-    ga_ok = row_ok[:, None] & (nb < 24)[None, :]
-    tl.store(ga + 0, a00, mask=ga_ok)
-    tl.store(ga + 1, a01, mask=ga_ok)
-    tl.store(ga + 2, a02, mask=ga_ok)
-    tl.store(ga + 3, a03, mask=ga_ok)
-    tl.store(ga + 4, a10, mask=ga_ok)
-    tl.store(ga + 5, a11, mask=ga_ok)
-    tl.store(ga + 6, a12, mask=ga_ok)
-    tl.store(ga + 7, a13, mask=ga_ok)
-    tl.store(ga + 8, a20, mask=ga_ok)
-    tl.store(ga + 9, a21, mask=ga_ok)
-    tl.store(ga + 10, a22, mask=ga_ok)
-    tl.store(ga + 11, a23, mask=ga_ok)
+        for m in tl.static_range(3):
+            gl = (tl.load(t_ptr + m, mask=t_ok, other=0.0) * gx + tl.load(t_ptr + 4 + m, mask=t_ok, other=0.0) * gy
+                  + tl.load(t_ptr + 8 + m, mask=t_ok, other=0.0) * gz)
+            tl.store(gl_ptr + m, gl, mask=t_ok)
+    # dL/dT_k row r = sum over the bone's pairs of q_r [local, w]: one row of T a pass (4 accumulators)
+    nb = tl.arange(0, 32)
+    for r in tl.static_range(3):
+        a0 = tl.zeros((BLOCK_B, 32), acc_t)
+        a1 = tl.zeros((BLOCK_B, 32), acc_t)
+        a2 = tl.zeros((BLOCK_B, 32), acc_t)
+        a3 = tl.zeros((BLOCK_B, 32), acc_t)
+        for start in range(0, P, BLOCK_P):
+            pp = start + tl.arange(0, BLOCK_P)
+            p_ok = pp < P
+            bone = tl.load(pb_ptr + pp, mask=p_ok, other=0).to(tl.int32)
+            joint = tl.load(pj_ptr + pp, mask=p_ok, other=0).to(tl.int32)
+            bw = tl.load(bw_ptr + pp, mask=p_ok, other=0.0)
+            t_ok = row_ok[:, None] & p_ok[None, :]
+            gr = tl.load(sc_b[:, None] + O_GVJ + joint[None, :] * 3 + r, mask=t_ok, other=0.0)
+            l_ptr = sc_b[:, None] + O_LOCAL + pp[None, :] * 3
+            onehot = tl.where(p_ok[:, None] & (bone[:, None] == nb[None, :]), 1.0, 0.0).to(acc_t)
+            a0 += tl.dot(gr * tl.load(l_ptr, mask=t_ok, other=0.0), onehot, input_precision=PRECISION,
+                         out_dtype=acc_t)
+            a1 += tl.dot(gr * tl.load(l_ptr + 1, mask=t_ok, other=0.0), onehot, input_precision=PRECISION,
+                         out_dtype=acc_t)
+            a2 += tl.dot(gr * tl.load(l_ptr + 2, mask=t_ok, other=0.0), onehot, input_precision=PRECISION,
+                         out_dtype=acc_t)
+            a3 += tl.dot(gr * bw[None, :], onehot, input_precision=PRECISION, out_dtype=acc_t)
+        ga = sc_b[:, None] + O_GTRANS + nb[None, :] * 12 + 4 * r
+        ga_ok = row_ok[:, None] & (nb < 24)[None, :]
+        tl.store(ga, a0, mask=ga_ok)
+        tl.store(ga + 1, a1, mask=ga_ok)
+        tl.store(ga + 2, a2, mask=ga_ok)
+        tl.store(ga + 3, a3, mask=ga_ok)
     tl.debug_barrier()
     # dL/d[1, betas, f] = gl (3P) @ C (3P, K): betas to O_GBETA, f to the chain's dL/dR_1..23 (O_GUP + 9)
     K = 1 + S + 207
@@ -725,7 +713,7 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr,
     tl.debug_barrier()
     _chain_backward_walk(st_ptr + rows * WS + O_X2, sc_b + O_ROT, sc_b + O_REST, parents_ptr, sc_b + O_TRANS,
                          sc_b + O_GPOSED, sc_b + O_GTRANS, sc_b + O_GUP, sc_b + O_ACC, sc_b + O_GAA, sc_b + O_GREST,
-                         24, row_ok, True)
+                         J, row_ok, True)
     tl.debug_barrier()
     # the gradient in x2's columns: [dL/daa (72) | dL/dbetas (S)] + the priors
     c = tl.arange(0, 128)
@@ -766,7 +754,7 @@ def _smplify_stage2_kernel(
     out_total_ptr,  # (B,) out: stage-2 objective (inf where invalid)
     out_valid_ptr,  # (B,) uint8 out
     out_iters_ptr,  # (B, 2) int64 out: steps of stage 1 and stage 2
-    B, S, P, JV, M,  # bodies, betas, pairs, vertex joints, GMM components
+    B, J, S, P, JV, M,  # bodies, body joints (24), betas, pairs, vertex joints, GMM components
     iters,  # Adam steps of stage 2
     NT,  # length of each Adam table
     WS: tl.constexpr, WSC: tl.constexpr,
@@ -775,7 +763,7 @@ def _smplify_stage2_kernel(
     O_ROT: tl.constexpr, O_TRANS: tl.constexpr, O_POSED: tl.constexpr, O_REST: tl.constexpr, O_PF: tl.constexpr,
     O_VJ: tl.constexpr, O_LOCAL: tl.constexpr, O_GL: tl.constexpr, O_GUP: tl.constexpr, O_ACC: tl.constexpr,
     O_GREST: tl.constexpr, O_GAA: tl.constexpr, O_GPOSED: tl.constexpr, O_GTRANS: tl.constexpr, O_GVJ: tl.constexpr,
-    O_GBETA: tl.constexpr, O_YGMM: tl.constexpr, O_KP: tl.constexpr, O_CONF: tl.constexpr,
+    O_GBETA: tl.constexpr, O_YGMM: tl.constexpr, O_KP: tl.constexpr, O_CONF: tl.constexpr, O_Q: tl.constexpr,
     UNITS: tl.constexpr, ROBUST: tl.constexpr, ANGLE_M1: tl.constexpr, FTOL_ROWS: tl.constexpr,
     BATCH_STOP: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_KC: tl.constexpr, BLOCK_JV: tl.constexpr,
@@ -802,9 +790,9 @@ def _smplify_stage2_kernel(
                 if tl.sum(tl.load(fl_ptr + rows * 8 + F_ACTIVE, mask=row_ok, other=0), axis=0) > 0:
                     total, g = _stage2_gradient(
                         st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                        jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, P, JV, M,
+                        jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, J, S, P, JV, M,
                         WS, WSC, O_X2, O_CAM, O_CEN, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, O_GL,
-                        O_GUP, O_ACC, O_GREST, O_GAA, O_GPOSED, O_GTRANS, O_GVJ, O_GBETA, O_YGMM, O_KP, O_CONF,
+                        O_GUP, O_ACC, O_GREST, O_GAA, O_GPOSED, O_GTRANS, O_GVJ, O_GBETA, O_YGMM, O_KP, O_CONF, O_Q,
                         UNITS, ROBUST, ANGLE_M1, BLOCK_B, BLOCK_P, BLOCK_KC, BLOCK_JV, BLOCK_GK, BLOCK_GN, PRECISION)
                     tl.debug_barrier()
                     s_now += _adam_rows(st_ptr, fl_ptr, rows, row_ok, c, 72 + S, g, total, step_size, bc2,
@@ -818,7 +806,7 @@ def _smplify_stage2_kernel(
         rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
         row_ok = rows < B
         _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
-                      S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
+                      J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                       BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
         loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
                                   O_CONF, O_POSED, O_VJ, UNITS, ROBUST)
