@@ -39,7 +39,7 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):  # not a refusal: a broken or foreign file
+        if "GLOBAL" not in str(err):  # not a refused global (an object a checkpoint may hold): a broken file
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another "
                                   f"kind of file: {_first_line(err)})") from None
         if not trust:

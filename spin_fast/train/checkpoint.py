@@ -128,7 +128,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):  # a broken file, not a refused object
+        if "GLOBAL" not in str(e):  # a broken file, not a refused object
             raise CheckpointLoadError(f"{path}: unreadable (truncated, corrupt or not a checkpoint): "
                                       f"{(str(e).strip().splitlines() or [''])[0]}") from None
         refused = re.search(r"GLOBAL (\S+)", str(e))

@@ -206,6 +206,11 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
             done = step
     except KeyboardInterrupt:
         monitor.close(plot=False)  # log.csv and the events are flushed; the picture waits for the resumed run
+        from spin_fast.train.checkpoint import step_files
+
+        written = step_files(work_dir / "checkpoints")  # the interrupt may fall between a save and `saved`
+        saved = max(saved or 0, written[0][0] if written else 0) or None
+        done = max(done, saved or 0)
         kept = f"its checkpoint of step {saved} is kept" if saved else "no checkpoint written yet"
         raise Interrupted(f"step {done} of {total_steps} ({kept})") from None
     if world > 1:
