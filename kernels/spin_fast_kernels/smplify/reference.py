@@ -93,6 +93,17 @@ class FitOutput(NamedTuple):
 
 _SKEW = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))  # u -> skew(u), flat
 _EYE9 = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+_HOMOGENEOUS_ROW = (0.0, 0.0, 0.0, 1.0)
+_CONSTANTS: dict = {}
+
+
+def _constant(values: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A small constant tensor in like's dtype and device, built once (no copy per iteration)."""
+    key = (values, like.dtype, like.device)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return t
 
 
 def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -104,8 +115,7 @@ def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     s, c = torch.sin(a), torch.cos(a)
     oc = 1 - c
     uu = (u * u).sum(-1, keepdim=True)
-    skew = torch.tensor(_SKEW, dtype=v.dtype, device=v.device)
-    eye = torch.tensor(_EYE9, dtype=v.dtype, device=v.device)
+    skew, eye = _constant(_SKEW, v), _constant(_EYE9, v)
     outer = (u[..., :, None] * u[..., None, :]).flatten(-2)
     R = torch.addcmul(torch.addcmul(eye, s, u @ skew), oc, torch.addcmul(outer, uu, eye, value=-1))
     return R.unflatten(-1, (3, 3)), (e, a, u, s, c, oc, uu)
@@ -117,8 +127,7 @@ def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
     ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a."""
     e, a, u, s, c, oc, uu = cache
     g = G.flatten(-2)
-    skew = torch.tensor(_SKEW, dtype=g.dtype, device=g.device)
-    eye = torch.tensor(_EYE9, dtype=g.dtype, device=g.device)
+    skew, eye = _constant(_SKEW, g), _constant(_EYE9, g)
     w = g @ skew.t()  # <G, skew(.)> = vee(G - G^T)
     tr = g @ eye[:, None]
     Gsu = ((G + G.transpose(-1, -2)) * u[..., None, :]).sum(-1)  # (G + G^T) u
@@ -136,93 +145,90 @@ def _spec(idx: list, device):
 
 
 def _take(t: torch.Tensor, spec) -> torch.Tensor:
-    return t[:, spec] if isinstance(spec, slice) else t.index_select(1, spec)
-
-
-def _add_into(t: torch.Tensor, spec, src: torch.Tensor) -> None:
-    """t[:, spec] += src, repeated indices adding up."""
-    if isinstance(spec, slice):
-        t[:, spec] += src
-    else:
-        t.index_add_(1, spec, src)
+    return t[spec] if isinstance(spec, slice) else t.index_select(0, spec)
 
 
 class ChainPlan(NamedTuple):
-    """A tree's joints by depth, for one batched product a level."""
+    """A tree's joints by depth, for one batched product a level. Joint-major tensors (n, B, ...):
+    a level whose joints are consecutive is one contiguous block."""
 
-    levels: list  # per depth >= 1: (children spec, parents spec): slices where consecutive, else index tensors
-    parents: torch.Tensor  # (J - 1,) int64 parents of joints 1..J-1
+    levels: list  # per depth >= 1: (children, parents): slices where consecutive, else index tensors
+    rel: torch.Tensor  # (n, n) rest joints -> bone vectors: rel_i = J_i - J_parent(i), rel_0 = J_0
 
 
-def chain_plan(parents, device) -> ChainPlan:
-    depth = [0] * len(parents)
-    for i in range(1, len(parents)):
+def chain_plan(parents, device, dtype) -> ChainPlan:
+    n = len(parents)
+    depth = [0] * n
+    for i in range(1, n):
         depth[i] = depth[parents[i]] + 1
     levels = []
     for d in range(1, max(depth, default=0) + 1):
-        ch = [i for i in range(len(parents)) if depth[i] == d]
+        ch = [i for i in range(n) if depth[i] == d]
         par = [parents[i] for i in ch]
-        if len(set(par)) == 1:
-            par_spec = slice(par[0], par[0] + 1)  # one parent: broadcast
-        else:
-            par_spec = _spec(par, device)
-        levels.append((_spec(ch, device), par_spec))
-    return ChainPlan(levels, torch.tensor(list(parents[1:]), dtype=torch.long, device=device))
+        levels.append((_spec(ch, device), slice(par[0], par[0] + 1) if len(set(par)) == 1 else _spec(par, device)))
+    rel = torch.eye(n, dtype=dtype, device=device)
+    rel[torch.arange(1, n), torch.tensor(list(parents[1:]))] -= 1.0
+    return ChainPlan(levels, rel)
 
 
 def chain_fwd(R: torch.Tensor, J: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """Forward kinematics, one batched product a tree level, in 3 x 4 form.
-    R (B, n, 3, 3) local rotations, J (B, n, 3) rest joints ->
-    G (B, n, 3, 4) = [W | t] (world rotations, posed joints) and T (B, n, 3, 4) = [W | t - W J]
+    """Forward kinematics, one batched product a tree level, in 3 x 4 form; joint-major.
+    R (n, B, 3, 3) local rotations, J (n, B, 3) rest joints ->
+    G (n, B, 3, 4) = [W | t] (world rotations, posed joints) and T (n, B, 3, 4) = [W | t - W J]
     (the skinning transforms):  with A_i = [[R_i, J_i - J_p], [0, 1]] (A_0 = [[R_0, J_0], [0, 1]]),
         G_0 = A_0[:3],  G_i = G_p A_i."""
-    B, n = J.shape[:2]
-    rel = J.clone()
-    rel[:, 1:] -= J[:, plan.parents]
-    A = torch.cat([torch.cat([R, rel[..., None]], -1),
-                   J.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, n, 1, 4)], -2)  # (B, n, 4, 4)
-    G = torch.empty(B, n, 3, 4, dtype=J.dtype, device=J.device)
-    G[:, 0] = A[:, 0, :3]
+    n, B = J.shape[:2]
+    A = torch.empty(n, B, 4, 4, dtype=J.dtype, device=J.device)
+    A[..., :3, :3] = R
+    A[..., :3, 3] = (plan.rel @ J.reshape(n, -1)).view(n, B, 3)
+    A[..., 3, :] = _constant(_HOMOGENEOUS_ROW, J)
+    G = torch.empty(n, B, 3, 4, dtype=J.dtype, device=J.device)
+    G[0] = A[0, :, :3]
     for ch, par in plan.levels:
-        _put(G, ch, _take(G, par) @ _take(A, ch))
-    W = G[..., :3]
-    tt = G[..., 3] - (W * J[..., None, :]).sum(-1)
-    return G, torch.cat([W, tt[..., None]], -1), (A, G, J)
+        if isinstance(ch, slice):
+            torch.matmul(_take(G, par), A[ch], out=G[ch])
+        else:
+            G.index_copy_(0, ch, _take(G, par) @ A.index_select(0, ch))
+    W = G[..., :3].contiguous()
+    T = torch.empty_like(G)
+    T[..., :3] = W
+    torch.sub(G[..., 3:], W @ J[..., None], out=T[..., 3:])
+    return G, T, (A, W, J)
 
 
-def _put(t: torch.Tensor, spec, src: torch.Tensor) -> None:
-    if isinstance(spec, slice):
-        t[:, spec] = src
-    else:
-        t.index_copy_(1, spec, src)
-
-
-def chain_vjp(cache: tuple, gG: torch.Tensor, gT: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients (gR (B, n, 3, 3), gJ (B, n, 3)) from those of G = [W | t] and T = [W | tt].
-    T: tt = t - W J adds gtt to gt, -gtt J^T to gW, -W^T gtt to gJ. Then the levels deepest first,
-    each child's accumulated gG_c = [gW_c | gt_c] giving
+def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: ChainPlan
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (gR (n, B, 3, 3), gJ (n, B, 3)) from those of the posed joints t (n, B, 3) (or None)
+    and of T = [W | tt] (n, B, 3, 4), joint-major. With G = [W | t]: tt = t - W J gives
+    gG = [gW - gtt J^T | gt + gtt] and gJ = -W^T gtt. Then the levels deepest first, each child's
+    accumulated gG_c = [gW_c | gt_c] giving
         [gR_c | grel_c] = W_p^T gG_c,   gG_p += gG_c A_c^T = [gW_c R_c^T + gt_c rel_c^T | gt_c]
-    (the root: [gR_0 | grel_0] = gG_0); and rel_i = J_i - J_p: gJ_i += grel_i, gJ_p -= grel_i."""
-    A, G, J = cache
-    gtt = gT[..., 3]
-    W = G[..., :3]
-    gG = gT + gG
-    gG[..., :3] -= gtt[..., :, None] * J[..., None, :]
-    gJ = -(W * gtt[..., :, None]).sum(-2)
+    (the root: [gR_0 | grel_0] = gG_0); and rel = D J: gJ += D^T grel."""
+    A, W, J = cache
+    n, B = J.shape[:2]
+    gtt = gT[..., 3:]  # (n, B, 3, 1)
+    gG = gT.clone()
+    if gt is not None:
+        gG[..., 3] += gt
+    gG[..., :3] -= gtt @ J[..., None, :]
+    gJ = -(W.transpose(-1, -2) @ gtt)[..., 0]
     gRr = torch.empty_like(gG)  # [gR | grel]
     for ch, par in reversed(plan.levels):
-        gGc = _take(gG, ch)
-        Wp = _take(W, par)
-        _put(gRr, ch, Wp.transpose(-1, -2) @ gGc)
-        up = gGc @ _take(A, ch).transpose(-1, -2)
-        if isinstance(par, slice) and par.stop - par.start == 1:
-            gG[:, par] += up.sum(1, keepdim=True)
+        gGc, Ac = _take(gG, ch), _take(A, ch)
+        if isinstance(ch, slice):
+            torch.matmul(_take(W, par).transpose(-1, -2), gGc, out=gRr[ch])
         else:
-            _add_into(gG, par, up)
-    gRr[:, 0] = gG[:, 0]
-    grel = gRr[..., 3]
-    gJ += grel
-    gJ.index_add_(1, plan.parents, grel[:, 1:], alpha=-1)
+            gRr.index_copy_(0, ch, _take(W, par).transpose(-1, -2) @ gGc)
+        up = gGc @ Ac.transpose(-1, -2)
+        if isinstance(par, slice):
+            if par.stop - par.start < len(up):  # one parent for the whole level
+                gG[par] += up.sum(0, keepdim=True)
+            else:
+                gG[par] += up
+        else:
+            gG.index_add_(0, par, up)
+    gRr[0] = gG[0]
+    gJ += (plan.rel.t() @ gRr[..., 3].reshape(n, -1)).view(n, B, 3)
     return gRr[..., :3], gJ
 
 
@@ -252,25 +258,26 @@ def fold_pairs(coeffs: torch.Tensor, bone_weight: torch.Tensor, pair_joint: torc
 
 def joints_only_fwd(x: torch.Tensor, T: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, tuple]:
     """The folded regressor (joints_only/reference.py): x (B, K) = [1, betas, pose feature],
-    T (B, 24, 3, 4) transforms -> joints (B, Jv, 3):
+    T (24, B, 3, 4) transforms (joint-major) -> joints (B, Jv, 3):
         (local_p, w_p) = x C_p,   joint_j = sum_{p: j_p = j} T_{k_p} (local_p, w_p).
     Pairs run along the last axis (gathers and sums over pairs are products with 0/1 matrices)."""
     B = x.shape[0]
     P = fold.bone_select.shape[1]
     loc = (x @ fold.C).view(B, 1, 4, P)
-    Tg = (T.reshape(B, -1, 12).transpose(1, 2) @ fold.bone_select).view(B, 3, 4, P)  # T_{k_p}
+    T12 = T.reshape(-1, B * 12).t()  # (B 12, 24)
+    Tg = torch.mm(T12, fold.bone_select).view(B, 3, 4, P)  # T_{k_p}
     pp = (Tg * loc).sum(2)  # (B, 3, P)
     return (pp @ fold.joint_select).transpose(1, 2), (loc, Tg)
 
 
 def joints_only_vjp(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, torch.Tensor]:
     """From g = dL/djoints (B, Jv, 3): dL/dx (B, K) = (T_{k_p}^T g_{j_p})_p (B, 4P) @ C^T (its first
-    entry belongs to the constant 1), dL/dT_k (B, 24, 3, 4) = sum_{p: k_p = k} g_{j_p} (local_p, w_p)^T."""
+    entry belongs to the constant 1), dL/dT_k (24, B, 3, 4) = sum_{p: k_p = k} g_{j_p} (local_p, w_p)^T."""
     loc, Tg = cache
     B = g.shape[0]
     P = fold.bone_select.shape[1]
     gp = (g.transpose(1, 2) @ fold.joint_select.t())[:, :, None, :]  # (B, 3, 1, P)
-    gT = ((gp * loc).view(B, 12, P) @ fold.bone_select.t()).view(B, 3, 4, -1).permute(0, 3, 1, 2)
+    gT = torch.mm(fold.bone_select, (gp * loc).view(B * 12, P).t()).view(-1, B, 3, 4)
     gx = (Tg * gp).sum(1).view(B, 4 * P) @ fold.C.t()
     return gx, gT
 
@@ -369,28 +376,29 @@ class _Prepared(NamedTuple):
 
 
 def prepare(consts: FitConstants) -> _Prepared:
-    dev = consts.J_template.device
-    S = consts.J_shapedirs.shape[-1]
+    dev, dt = consts.J_template.device, consts.J_template.dtype
+    nb, S = consts.J_template.shape[0], consts.J_shapedirs.shape[-1]
     fold = fold_pairs(consts.coeffs, consts.bone_weight, consts.pair_joint, consts.pair_bone,
-                      consts.num_vertex_joints, consts.J_template.shape[0])
-    return _Prepared(chain_plan(consts.parents, dev), fold,
-                     consts.J_shapedirs.reshape(-1, S).t().contiguous(), consts.J_template.reshape(-1),
-                     torch.eye(3, dtype=consts.J_template.dtype, device=dev))
+                      consts.num_vertex_joints, nb)
+    return _Prepared(chain_plan(consts.parents, dev, dt), fold, consts.J_shapedirs.reshape(-1, S).t().contiguous(),
+                     consts.J_template.reshape(-1), torch.eye(3, dtype=dt, device=dev))
 
 
 def body_fwd(c: FitConstants, pc: _Prepared, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     """x (B, 72 + S) = [global orient | body pose | betas] -> smpl_49 joints (B, 49, 3), as
     BodyModel.joints_only: 1. R = Rodrigues of the 24 axis-angles; 2. rest joints
     J = J_template + J_shapedirs betas; 3. the chain (G = [W | t], T); 4. pose feature R[1:] - I;
-    5. the folded regressor on x = [1, betas, pose feature]; 6. cat([t | vertex joints])[joint_index]."""
+    5. the folded regressor on x = [1, betas, pose feature]; 6. cat([t | vertex joints])[joint_index].
+    Per-joint tensors are joint-major (24, B, ...) in between."""
     B = x.shape[0]
-    R, rc = rodrigues_fwd(x[:, :72].reshape(B, -1, 3))
+    nb = pc.J_template.shape[0] // 3
+    R, rc = rodrigues_fwd(x[:, :72].reshape(B, nb, 3).transpose(0, 1).contiguous())  # (24, B, 3, 3)
     betas = x[:, 72:]
-    J = torch.addmm(pc.J_template, betas, pc.J_shapedirs).view(B, -1, 3)
+    J = torch.addmm(pc.J_template, betas, pc.J_shapedirs).view(B, nb, 3).transpose(0, 1).contiguous()
     G, T, cc = chain_fwd(R, J, pc.plan)
-    feat = torch.cat([betas.new_ones(B, 1), betas, (R[:, 1:] - pc.eye).reshape(B, -1)], 1)
+    feat = torch.cat([betas.new_ones(B, 1), betas, (R[1:] - pc.eye).transpose(0, 1).reshape(B, -1)], 1)
     vj, jc = joints_only_fwd(feat, T, pc.fold)
-    return torch.cat([G[..., 3], vj], 1).index_select(1, c.joint_index), (rc, cc, jc)
+    return torch.cat([G[..., 3].transpose(0, 1), vj], 1).index_select(1, c.joint_index), (rc, cc, jc)
 
 
 def body_vjp(c: FitConstants, pc: _Prepared, cache: tuple, g: torch.Tensor) -> torch.Tensor:
@@ -400,11 +408,11 @@ def body_vjp(c: FitConstants, pc: _Prepared, cache: tuple, g: torch.Tensor) -> t
     S = pc.J_shapedirs.shape[0]
     g_all = g.new_zeros(B, nb + c.num_vertex_joints, 3).index_add_(1, c.joint_index, g)
     gfeat, gT = joints_only_vjp(jc, g_all[:, nb:], pc.fold)
-    gG = torch.cat([torch.zeros_like(gT[..., :3]), g_all[:, :nb, :, None]], -1)
-    gR, gJ = chain_vjp(cc, gG, gT, pc.plan)
-    gR[:, 1:] += gfeat[:, 1 + S:].view(B, nb - 1, 3, 3)
-    g_betas = torch.addmm(gfeat[:, 1:1 + S], gJ.reshape(B, -1), pc.J_shapedirs.t())
-    return torch.cat([rodrigues_vjp(rc, gR).reshape(B, -1), g_betas], 1)
+    gR, gJ = chain_vjp(cc, g_all[:, :nb].transpose(0, 1), gT, pc.plan)
+    gR[1:] += gfeat[:, 1 + S:].view(B, nb - 1, 3, 3).transpose(0, 1)
+    gv = rodrigues_vjp(rc, gR)
+    g_betas = torch.addmm(gfeat[:, 1:1 + S], gJ.transpose(0, 1).reshape(B, -1), pc.J_shapedirs.t())
+    return torch.cat([gv.transpose(0, 1).reshape(B, -1), g_betas], 1)
 
 
 def priors_fwd(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: torch.Tensor
