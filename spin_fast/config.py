@@ -140,6 +140,24 @@ def default_device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def parse_device(text: str | None):
+    """The torch.device a user named (None: `default_device`); SettingError for a name torch does not
+    know, or a CUDA device on a machine where torch sees none."""
+    import torch
+
+    from spin_fast.errors import SettingError
+
+    if text is None:
+        return default_device()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise SettingError(f"device {text!r}: not a device torch knows (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingError(f"device {text!r} requested but torch sees no CUDA GPU (use cpu, or leave it unset)")
+    return device
+
+
 def init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device) of this process. Under torchrun (WORLD_SIZE set) joins the process
     group (NCCL on CUDA, gloo on CPU); on CUDA the device is cuda:LOCAL_RANK."""
@@ -151,9 +169,7 @@ def init_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     if device_choice == "auto":
         device = default_device()
     else:
-        device = torch.device(device_choice)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
+        device = parse_device(device_choice)
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)

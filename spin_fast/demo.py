@@ -188,7 +188,7 @@ def run(argv=None) -> list[Path]:
     args = build_parser().parse_args(argv)
     from spin_fast.body import BodyModel
     from spin_fast.assets import resolve_data_root
-    from spin_fast.config import default_device
+    from spin_fast.config import parse_device
     from spin_fast.data.batch import ImageError, decode_image
     from spin_fast.model.checkpoint_import import load_model
     from spin_fast.geometry import rotmat_to_axis_angle, weak_perspective_to_translation
@@ -201,7 +201,7 @@ def run(argv=None) -> list[Path]:
     out_dir = Path(args.out)
     check_outputs(out_dir, Path(args.images), files, args.overwrite)
     check_writable(out_dir, "--out")
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)
     paths = resolve_data_root(args.data_root)

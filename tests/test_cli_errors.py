@@ -168,6 +168,20 @@ def test_a_kernel_backend_that_cannot_work_is_refused_before_anything(value, wor
     assert not (tmp_path / "w").exists() and not list(tmp_path.iterdir())
 
 
+def test_a_device_that_is_not_there_is_named(data_root, weights, tmp_path):  # noqa: F811
+    one_error(cli("fit", "--dataset", "h36m", "--data-root", data_root, "--device", "tpu7"), "fit",
+              "device 'tpu7': not a device")
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.new("RGB", (40, 40)).save(images / "a.png")
+    one_error(cli("demo", "--checkpoint", weights, "--images", images, "--out", tmp_path / "o", "--device", "gpu"),
+              "demo", "device 'gpu'")
+    if not torch.cuda.is_available():
+        one_error(cli("train", *_cli_args(data_root, tmp_path / "w", 1), "--device", "cuda"), "train",
+                  "device 'cuda' requested but torch sees no CUDA GPU")
+    assert not (tmp_path / "w").exists()
+
+
 # --- outputs checked before the work ----------------------------------------------------------------------
 def test_unwritable_outputs_are_named_before_the_work(data_root, tmp_path):  # noqa: F811
     blocker = tmp_path / "a-file"

@@ -79,7 +79,9 @@ def _main(argv) -> int:
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     rank, world, device = init_distributed(args.device or "auto")
     if args.device and world == 1:
-        device = torch.device(args.device)
+        from spin_fast.config import parse_device
+
+        device = parse_device(args.device)
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)
     paths, _ = open_data_root(args.data_root, rank=rank, barrier=torch.distributed.barrier if world > 1 else None)
