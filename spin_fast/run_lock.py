@@ -61,6 +61,22 @@ class RunLock:
             os.close(fd)
         raise LockHeld(f"{self.what}: could not take the lock file {self.path} (it keeps changing)")
 
+    def in_use(self) -> bool:
+        """Whether another process holds this lock now (nothing is created to find out)."""
+        if self._fd is not None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # drops the probe's shared lock, if it got one
+
     def _holder(self) -> str:
         """'1234' (and its command when /proc shows it), read from the lock file."""
         for _ in range(50):  # the holder writes its pid right after locking

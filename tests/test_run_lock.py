@@ -30,6 +30,7 @@ def test_a_held_lock_is_refused_naming_the_pid_and_freed_by_sigkill(tmp_path):
     path = tmp_path / "out" / ".lock"
     holder = _holder(path)
     try:
+        assert RunLock(path, "the output").in_use()
         with pytest.raises(LockHeld, match=f"in use by process {holder.pid}"):
             RunLock(path, "the output").acquire()
     finally:
@@ -39,6 +40,19 @@ def test_a_held_lock_is_refused_naming_the_pid_and_freed_by_sigkill(tmp_path):
     with RunLock(path, "the output") as lock:
         assert lock.held and path.read_text().split()[0] == str(os.getpid())
     assert not path.exists()  # released: removed
+
+
+def test_a_second_demo_run_picks_a_fresh_work_dir_while_the_first_starts(tmp_path):
+    from spin_fast.train.run_dir import fresh_work_dir
+
+    base = tmp_path / "demo"
+    holder = _holder(base / LOCK_NAME)  # a first demo, locked in but nothing written yet
+    try:
+        assert fresh_work_dir(base) == tmp_path / "demo-2"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert fresh_work_dir(base) == base  # a killed start leaves it free
 
 
 def test_two_trainings_into_one_work_dir(data_root, tmp_path):  # noqa: F811

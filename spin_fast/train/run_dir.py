@@ -5,7 +5,8 @@
 - `prepare_work_dir`: a dir that already holds a run (a checkpoint or log.csv) is refused unless the
   run is resumed, or `overwrite` moves it aside to `<dir>.old-N` (nothing is ever deleted); the
   temporary files of killed writes are swept.
-- `fresh_work_dir`: `base`, or `base-2`, `base-3`, ... for the demo, so a second demo keeps the first.
+- `fresh_work_dir`: `base`, or `base-2`, `base-3`, ... for the demo, so a second demo keeps the first
+  (also while the first is still starting).
 - `find_resume_checkpoint`: the newest complete, readable checkpoint (latest.pth, or the newest
   readable step_*.pth when latest.pth is truncated / unreadable / older), saying what it skipped.
 - `truncate_log`: log.csv without the rows after the resumed step (no duplicates after a resume).
@@ -105,10 +106,11 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
 
 
 def fresh_work_dir(base: str | os.PathLike) -> Path:
-    """`base` when it holds no run, else the first of base-2, base-3, ... that holds none."""
+    """`base` when it holds no run (and no run is starting in it), else the first of base-2, base-3, ...
+    that holds none."""
     base = Path(base)
     candidate, n = base, 1
-    while run_contents(candidate):
+    while run_contents(candidate) or work_dir_lock(candidate).in_use():
         n += 1
         candidate = base.parent / f"{base.name}-{n}"
     return candidate
