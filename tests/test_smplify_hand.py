@@ -188,10 +188,15 @@ def test_angle_and_shape_prior_vjp(consts64, minus_one):
     torch.testing.assert_close(val, auto.detach(), rtol=1e-13, atol=0)
     assert_grad(gp * gup[:, None], gp_auto, "priors: body pose")
     assert_grad(gb * gup[:, None], gb_auto, "priors: betas")
+    # the angle term alone: its gradient lives on the four elbow/knee entries
+    theta = body_pose.detach().clone().requires_grad_(True)
+    bent = torch.exp(theta[:, c.angle_index] * c.angle_signs)
+    angle = ((bent - 1 if minus_one else bent) ** 2).sum(-1)
+    (ga_auto,) = torch.autograd.grad((angle * gup).sum(), theta)
     av, ag = ref.angle_fwd(body_pose.detach(), c.angle_index, c.angle_signs, minus_one)
-    bent = torch.exp(body_pose.detach()[:, c.angle_index] * c.angle_signs)
-    torch.testing.assert_close(av, ((bent - 1 if minus_one else bent) ** 2).sum(-1), rtol=1e-14, atol=0)
-    assert (ag[:, [i for i in range(69) if i not in c.angle_index.tolist()]] == 0).all()
+    torch.testing.assert_close(av, angle.detach(), rtol=1e-14, atol=0)
+    assert_grad(ag * gup[:, None], ga_auto[:, c.angle_index], "angle prior")
+    assert (ga_auto[:, [i for i in range(69) if i not in c.angle_index.tolist()]] == 0).all()
 
 
 def _inputs(assets, B, seed, dtype=F64):  # noqa: F811

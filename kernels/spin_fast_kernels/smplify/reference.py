@@ -287,37 +287,35 @@ def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tens
                 ) -> tuple[torch.Tensor, tuple]:
     """Robust reprojection per joint (B, n) (reprojection/reference.py):
     X = joints + t, p = f X_xy / X_z + c, r = p - kp, rho(x) = sigma^2 x^2 / (sigma^2 + x^2) (x^2 for
-    sigma = inf);  units 0: conf^2 sum_xy rho(r);  units 1: conf sum_xy rho(e^2), e = 2 r / kp_norm."""
+    sigma = inf);  units 0: conf^2 sum_xy rho(r);  units 1: conf sum_xy rho(e^2), e = 2 r / kp_norm.
+    Kept for the vjp: rho'(q) / 2 = q (sigma^2 / (sigma^2 + q^2))^2 (q for sigma = inf)."""
     X = joints + cam_t[:, None]
-    Z = X[..., 2:3]
-    p = focal_length * X[..., :2] / Z + center[:, None]
-    r = p - keypoints
-    q = r if units == 0 else (2.0 * r / kp_norm) ** 2
+    inv_z = torch.reciprocal(X[..., 2:3])
+    r = torch.addcmul(center[:, None] - keypoints, X[..., :2], inv_z, value=focal_length)
+    q = r if units == 0 else (r * r).mul_(4.0 / (kp_norm * kp_norm))
     if math.isinf(sigma):
-        rho = q * q
-        drho = 2 * q
+        rho, half_drho = q * q, q
     else:
         s2 = sigma * sigma
         q2 = q * q
-        den = s2 + q2
-        rho = s2 * q2 / den
-        drho = (2 * s2 * s2) * q / (den * den)
+        ratio = s2 / (q2 + s2)
+        rho = q2 * ratio
+        half_drho = (ratio * ratio).mul_(q)
     w = conf * conf if units == 0 else conf
-    return w * rho.sum(-1), (X, Z, r, drho, w, units, focal_length, kp_norm)
+    return rho.sum(-1).mul_(w), (X, inv_z, r, half_drho, w, units, focal_length, kp_norm)
 
 
 def project_vjp(cache: tuple, g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/djoints (B, n, 3), dL/dt (B, 3)) from g = dL/dper_joint (B, n) (None: all ones):
     dL/dr = g w rho'(r) (units 0) or g w rho'(e^2) 2 e 2 / kp_norm (units 1);
     dL/dX = (f / Z) (dL/dp_x, dL/dp_y, -(X_x dL/dp_x + X_y dL/dp_y) / Z);  dL/dt = sum_n dL/dX."""
-    X, Z, r, drho, w, units, f, kp_norm = cache
+    X, inv_z, r, half_drho, w, units, f, kp_norm = cache
     wg = w if g is None else w * g
-    gr = drho * wg[..., None]
+    scale = 2.0 * f if units == 0 else 16.0 * f / (kp_norm * kp_norm)  # d(e^2)/dr = 8 r / S^2
+    gr = half_drho * (wg[..., None] * inv_z).mul_(scale)  # dL/dr f / Z
     if units == 1:
-        gr = gr * r * (8.0 / (kp_norm * kp_norm))  # d(e^2)/dr = 2 e 2 / S = 8 r / S^2
-    gxy = gr * (f / Z)
-    gz = -(gxy * X[..., :2]).sum(-1, keepdim=True) / Z
-    gX = torch.cat([gxy, gz], -1)
+        gr = gr * r
+    gX = torch.cat([gr, -(gr * X[..., :2]).sum(-1, keepdim=True) * inv_z], -1)
     return gX, gX.sum(1)
 
 
@@ -327,24 +325,18 @@ def gmm_fwd(pose: torch.Tensor, means: torch.Tensor, precisions: torch.Tensor, n
     (B,) and its gradient P_k* d_k* (B, 69) of the winning component (P symmetric)."""
     d = pose[None] - means[:, None]  # (M, B, D)
     Pd = torch.bmm(d, precisions)  # (M, B, D): d^T P = (P d)^T
-    val, k = (0.5 * (d * Pd).sum(-1) + nll[:, None]).min(0)
-    return val, Pd[k, torch.arange(pose.shape[0], device=pose.device)]
+    val, k = torch.add(nll[:, None], (d * Pd).sum(-1), alpha=0.5).min(0)
+    return val, Pd.gather(0, k[None, :, None].expand(1, -1, Pd.shape[-1]))[0]
 
 
 def angle_fwd(body_pose: torch.Tensor, index: torch.Tensor, signs: torch.Tensor, minus_one: bool
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Angle prior (SPIN smplify/prior.py; mmhuman3d's with minus_one): b = exp(s theta_i) over the
-    elbow/knee entries, value sum (b - m)^2 with m = 1 or 0, and its gradient (B, 69): 2 (b - m) b s."""
-    b = torch.exp(body_pose[:, index] * signs)
+    elbow/knee entries, value sum (b - m)^2 with m = 1 or 0, and its gradient in those entries (B, 4):
+    2 (b - m) b s (scattered to body_pose's columns `index`)."""
+    b = torch.exp(body_pose.index_select(1, index) * signs)
     bm = b - 1 if minus_one else b
-    grad = torch.zeros_like(body_pose)
-    grad[:, index] = 2 * bm * b * signs
-    return (bm * bm).sum(-1), grad
-
-
-def shape_fwd(betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shape prior |betas|^2 (B,) and its gradient 2 betas."""
-    return (betas * betas).sum(-1), 2 * betas
+    return (bm * bm).sum(-1), (bm * b).mul_(2 * signs)
 
 
 def rigid_turn_fwd(R: torch.Tensor, Y: torch.Tensor, sJ0: torch.Tensor) -> torch.Tensor:
@@ -420,9 +412,9 @@ def priors_fwd(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: t
     """w_pose gmm + w_angle angle + w_shape |betas|^2 (B,), and its gradients in body_pose and betas."""
     gv, gg = gmm_fwd(body_pose, c.gmm_means, c.gmm_precisions, c.gmm_nll)
     av, ag = angle_fwd(body_pose, c.angle_index, c.angle_signs, o.angle_minus_one)
-    sv, sg = shape_fwd(betas)
-    value = o.pose_prior_weight * gv + o.angle_prior_weight * av + o.shape_prior_weight * sv
-    return value, o.pose_prior_weight * gg + o.angle_prior_weight * ag, o.shape_prior_weight * sg
+    value = o.pose_prior_weight * gv + o.angle_prior_weight * av + o.shape_prior_weight * (betas * betas).sum(-1)
+    g_pose = gg.mul_(o.pose_prior_weight).index_add_(1, c.angle_index, ag, alpha=o.angle_prior_weight)
+    return value, g_pose, (2 * o.shape_prior_weight) * betas
 
 
 # --- the same values through the ops' references (the set-up and the result) ---------------------------
@@ -567,8 +559,9 @@ class _Adam:
         self.m.lerp_(grad, 1 - o.beta1)
         self.v.mul_(o.beta2).addcmul_(grad, grad, value=1 - o.beta2)
         denom = self.v.sqrt().div_(self.bc2_sqrt[self.k]).add_(o.eps)
-        step = torch.div(self.m, denom).mul_(self.step_size[self.k])
-        self.x.sub_(step.masked_fill_(~move[:, None], 0.0))
+        # x - step_size m / denom on the rows that move (a frozen row's m may be NaN; such a row is
+        # invalid and returned as its input, so a NaN written there never reaches the result)
+        self.x.addcdiv_(self.m * move[:, None], denom, value=-self.step_size[self.k])
         self.k += 1
         self.steps += move
         if o.ftol > 0 and o.batch_stop:
