@@ -94,6 +94,7 @@ class FitOutput(NamedTuple):
 _SKEW = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))  # u -> skew(u), flat
 _EYE9 = (1, 0, 0, 0, 1, 0, 0, 0, 1)
 _HOMOGENEOUS_ROW = (0.0, 0.0, 0.0, 1.0)
+_VEE_TRACE = tuple(zip(*_SKEW, _EYE9))  # (9, 4): flat G -> (vee(G - G^T), tr G)
 _CONSTANTS: dict = {}
 
 
@@ -126,14 +127,12 @@ def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
     w = vee(G - G^T), gu = sin(a) w + (1 - cos a) ((G + G^T) u - 2 tr(G) u),
     ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a."""
     e, a, u, s, c, oc, uu = cache
-    g = G.flatten(-2)
-    skew, eye = _constant(_SKEW, g), _constant(_EYE9, g)
-    w = g @ skew.t()  # <G, skew(.)> = vee(G - G^T)
-    tr = g @ eye[:, None]
-    Gsu = ((G + G.transpose(-1, -2)) * u[..., None, :]).sum(-1)  # (G + G^T) u
+    wt = G.reshape(*G.shape[:-2], 9) @ _constant(_VEE_TRACE, G)  # (..., 4): vee(G - G^T), tr G
+    w, tr = wt[..., :3], wt[..., 3:]
+    Gsu = ((G + G.transpose(-1, -2)) @ u[..., None])[..., 0]  # (G + G^T) u = 2 G_sym u
     gu = torch.addcmul(s * w, oc, torch.addcmul(Gsu, tr, u, value=-2))
-    ga = (c * (u * w).sum(-1, keepdim=True) + s * (0.5 * (u * Gsu).sum(-1, keepdim=True) - uu * tr)
-          - (gu * u).sum(-1, keepdim=True) / a)
+    dots = (torch.stack([w, Gsu, gu], -2) @ u[..., None])  # u.w, u.(G + G^T) u = 2 u^T G u, u.gu
+    ga = c * dots[..., 0, :] + s * (0.5 * dots[..., 1, :] - uu * tr) - dots[..., 2, :] / a
     return torch.addcmul(gu, ga, e) / a
 
 
@@ -282,7 +281,7 @@ def joints_only_vjp(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.
     return gx, gT
 
 
-def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tensor, conf: torch.Tensor,
+def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tensor, conf: torch.Tensor | None,
                 focal_length: float, center: torch.Tensor, sigma: float, units: int, kp_norm: float
                 ) -> tuple[torch.Tensor, tuple]:
     """Robust reprojection per joint (B, n) (reprojection/reference.py):
@@ -301,18 +300,19 @@ def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tens
         ratio = s2 / (q2 + s2)
         rho = q2 * ratio
         half_drho = (ratio * ratio).mul_(q)
-    w = conf * conf if units == 0 else conf
-    return rho.sum(-1).mul_(w), (X, inv_z, r, half_drho, w, units, focal_length, kp_norm)
+    w = None if conf is None else conf * conf if units == 0 else conf
+    per_joint = rho.sum(-1)
+    return per_joint if w is None else per_joint.mul_(w), (X, inv_z, r, half_drho, w, units, focal_length, kp_norm)
 
 
 def project_vjp(cache: tuple, g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dL/djoints (B, n, 3), dL/dt (B, 3)) from g = dL/dper_joint (B, n) (None: all ones):
+    """(dL/djoints (B, n, 3), dL/dt (B, 3)) from g = dL/dper_joint (B, n) (None: all ones; conf None: 1):
     dL/dr = g w rho'(r) (units 0) or g w rho'(e^2) 2 e 2 / kp_norm (units 1);
     dL/dX = (f / Z) (dL/dp_x, dL/dp_y, -(X_x dL/dp_x + X_y dL/dp_y) / Z);  dL/dt = sum_n dL/dX."""
     X, inv_z, r, half_drho, w, units, f, kp_norm = cache
-    wg = w if g is None else w * g
+    wg = g if w is None else w if g is None else w * g
     scale = 2.0 * f if units == 0 else 16.0 * f / (kp_norm * kp_norm)  # d(e^2)/dr = 8 r / S^2
-    gr = half_drho * (wg[..., None] * inv_z).mul_(scale)  # dL/dr f / Z
+    gr = half_drho * (inv_z * scale if wg is None else (wg[..., None] * inv_z).mul_(scale))  # dL/dr f / Z
     if units == 1:
         gr = gr * r
     gX = torch.cat([gr, -(gr * X[..., :2]).sum(-1, keepdim=True) * inv_z], -1)
@@ -456,7 +456,7 @@ class Stage1(NamedTuple):
     Y: torch.Tensor  # (B, n, 3) X0 - s J0: the joints with zero global orient about the rest root
     sJ0: torch.Tensor  # (B, n, 3) s_n J0
     kp: torch.Tensor  # (B, n, 2)
-    conf: torch.Tensor  # (B, n)
+    conf: torch.Tensor | None  # (B, n), or None for 1 (SPIN's torso)
     center: torch.Tensor  # (B, 2)
     tz0: torch.Tensor  # (B,) initial depth
     const: torch.Tensor | None  # (B,) the priors at the start (all joints), or None (SPIN's torso)
@@ -481,7 +481,7 @@ def stage1_setup(c: FitConstants, o: FitOptions, pose, betas, cam_t, kp, conf_ra
         idx = c.torso[(conf_raw[:, c.torso[0]] <= 0).any(-1).long()]  # (B, 4)
         X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
         s = c.row_sums[idx]
-        kp1, conf1, sigma, units = kp.gather(1, idx[..., None].expand(-1, -1, 2)), torch.ones_like(s), math.inf, 0
+        kp1, conf1, sigma, units = kp.gather(1, idx[..., None].expand(-1, -1, 2)), None, math.inf, 0
         const = None
     sJ0 = s[..., None] * J0[:, None]
     return Stage1(X0 - sJ0, sJ0, kp1, conf1, center, cam_t[:, 2].clone(), const, sigma, units)
