@@ -22,11 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from spin_fast.body import BodyModel
 from spin_fast.data import HumanDataError, build_eval_loader
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from spin_fast.evaluate.runner import Bodies, evaluate, mean_pose_predictor
-from spin_fast.geometry import axis_angle_to_rotmat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,8 +258,8 @@ def test_all_test_sets_from_the_command_line_without_a_data_root(root, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "spin_fast.evaluate", "--work-dir", str(run), "--dataset", "all",
                            "--batch-size", "8", "--loader", "reference", "--threads", "1", "--out", str(out),
                            "--histogram", str(png)],
-                          capture_output=True, text=True, cwd=tmp_path, env=_env(SPIN_FAST_CACHE=str(tmp_path / "cache")),
-                          timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(SPIN_FAST_CACHE=str(tmp_path / "cache")), timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["dataset"] == "all" and report["synthetic"] and report["datasets"] == list(TEST_DATASETS)
@@ -337,8 +335,8 @@ def test_wrong_or_missing_test_file_names_file_key_and_dataset(root, tmp_path, s
     n = 2
     kp = np.zeros((n, 190, 4), np.float32)
     write_humandata(p1, image_path=["a.jpg", "b.jpg"], bbox_xywh=np.ones((n, 4)), keypoints2d=kp[..., :3])
-    with pytest.raises(HumanDataError, match=f"^{re.escape(str(p1))}: key 'keypoints3d': test set h36m-p1 is scored on the 3D "
-                                             "joints; the file has none"):
+    with pytest.raises(HumanDataError, match=f"^{re.escape(str(p1))}: key 'keypoints3d': test set h36m-p1 is "
+                                             "scored on the 3D joints; the file has none"):
         main(args + ["--dataset", "h36m-p1"])
     cols = [MMH_HUMAN_DATA_INDEX[n] for n in MMH_H36M_KEYPOINTS if n != "headtop"]  # a 16-joint convention
     mask = np.zeros(190, np.uint8)
@@ -346,8 +344,9 @@ def test_wrong_or_missing_test_file_names_file_key_and_dataset(root, tmp_path, s
     tdhp = data / "preprocessed_datasets" / "mpi_inf_3dhp_test.npz"
     write_humandata(tdhp, image_path=["a.jpg", "b.jpg"], bbox_xywh=np.ones((n, 4)), keypoints3d=kp,
                     keypoints_mask=mask)
-    with pytest.raises(HumanDataError, match=rf"^{re.escape(str(tdhp))}: key 'keypoints3d_mask': test set mpi-inf-3dhp: the "
-                                             r"evaluation joints \['Top of Head \(LSP\)'\] are not in the file$"):
+    with pytest.raises(HumanDataError, match=rf"^{re.escape(str(tdhp))}: key 'keypoints3d_mask': test set "
+                                             r"mpi-inf-3dhp: the evaluation joints \['Top of Head \(LSP\)'\] are "
+                                             r"not in the file$"):
         main(args + ["--dataset", "mpi-inf-3dhp"])
     reports = {r.name: r for r in check_data_root(data, ["h36m-p1", "mpi-inf-3dhp"])}
     assert "key 'keypoints3d'" in reports["h36m-p1"].errors[0]

@@ -2,7 +2,8 @@
 
 `check_data_root(root)` returns a report: per dataset the samples, missing and unreadable images
 (decoded with PIL when `decode`, else header-checked) and the file errors (a test file without the labels
-its protocol scores is one: `check_test_labels`); `ok` is false on any problem. CLI: `python -m spin_fast.data check DATA_ROOT [--decode] [--datasets a,b]`.
+its protocol scores is one: `check_test_labels`); `ok` is false on any problem.
+CLI: `python -m spin_fast.data check DATA_ROOT [--decode] [--datasets a,b]`.
 """
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ def check_dataset(paths: AssetPaths, name: str, decode: bool = False) -> Dataset
         return rep
     rep.samples = len(hd)
     rep.warnings.extend(hd.label_warnings)
+    if spec.split == "train":
+        try:
+            hd.require_training_labels()
+        except HumanDataError as e:
+            rep.errors.append(str(e))
     if spec.fits is not None:
         try:
             load_static_fits(spec.fits_path(paths), len(hd))
@@ -96,11 +102,6 @@ def check_data_root(root, names=None, decode: bool = False) -> list[DatasetRepor
     return [_check_or_report(paths, n, decode) for n in (names or list(DATASETS))]
 
 
-    if spec.split == "train":
-        try:
-            hd.require_training_labels()
-        except HumanDataError as e:
-            rep.errors.append(str(e))
 def _check_or_report(paths: AssetPaths, name: str, decode: bool) -> DatasetReport:
     """check_dataset, with any unforeseen failure reported for this dataset so the others still run."""
     if name not in DATASETS:

@@ -296,7 +296,8 @@ def render_keypoint_test_split(name: str, n: int, paths: AssetPaths, bodies: dic
             yaw0 = rng.uniform(-np.pi, np.pi)
             for c, cam in enumerate(H36M_CAMERAS):  # the cameras stand round the subject, 90 degrees apart
                 p = pose[f].copy()
-                R = _axis_rot("y", np.array(yaw0 + c * np.pi / 2)) @ axis_angle_to_rotmat(torch.from_numpy(p[:3])).numpy()
+                orient = axis_angle_to_rotmat(torch.from_numpy(p[:3])).numpy()
+                R = _axis_rot("y", np.array(yaw0 + c * np.pi / 2)) @ orient
                 p[:3] = rotmat_to_axis_angle(torch.from_numpy(R[None])).numpy()[0]
                 views.append((f, cam, p))
         else:

@@ -78,7 +78,7 @@ def log_to_tensorboard(work_dir: str, dataset: str, metrics: dict, step: int) ->
             tb.add_scalar(f"eval/{dataset}/{k}", v, step)
 
 
-def test_sets(name: str, paths) -> list[str]:
+def chosen_test_sets(name: str, paths) -> list[str]:
     """The test sets `--dataset name` asks for; `all`: those whose file is under the data root (the rest
     are named on stderr)."""
     from spin_fast.data.datasets import DATASETS, TEST_DATASETS
@@ -101,15 +101,19 @@ def test_sets(name: str, paths) -> list[str]:
     return present
 
 
+LABELS = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "3dpck": "3DPCK", "pa_3dpck": "PA-3DPCK",
+          "3dauc": "3DAUC", "pa_3dauc": "PA-3DAUC"}
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
 def format_table(results: dict, synthetic: bool) -> str:
     """One row per test set and model (the checkpoint, then the mean pose scored in the same pass)."""
-    from spin_fast.evaluate.runner import LOWER_IS_BETTER, UNITS
+    from spin_fast.evaluate.runner import ALL_METRICS, UNITS
 
-    cols = [k for k in LOWER_IS_BETTER if any(k in r["metrics"] for r in results.values())]
+    cols = [k for k in ALL_METRICS if any(k in r["metrics"] for r in results.values())]
     head = ["dataset", "samples", "model"] + [f"{LABELS[k]} ({UNITS[k]})" for k in cols] + ["images/s"]
     rows = []
     for name, r in results.items():
@@ -119,13 +123,11 @@ def format_table(results: dict, synthetic: bool) -> str:
             rows.append([name, str(r["num_samples"]), "mean pose"]
                         + [_fmt(r["baseline"].get(k)) for k in cols] + ["-"])
     width = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
-    line = lambda x: "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(x, width)))  # noqa: E731
+    def line(cells):  # names left, numbers right
+        return "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, width)))
+
     text = "\n".join([line(head)] + [line(x) for x in rows])
     return text + ("\n(synthetic stand-in data: these numbers say nothing about real accuracy)" if synthetic else "")
-
-
-LABELS = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "pve": "PVE", "3dpck": "3DPCK", "pa_3dpck": "PA-3DPCK",
-          "3dauc": "3DAUC", "pa_3dauc": "PA-3DAUC"}
 
 
 def _line(metrics: dict) -> str:
@@ -145,12 +147,12 @@ def main(argv=None) -> dict:
     from spin_fast.data import BackendUnavailable, HumanDataError, build_eval_loader, choose_backend
     from spin_fast.data.datasets import DATASETS
     from spin_fast.data.synth import open_data_root
-    from spin_fast.evaluate.runner import LOWER_IS_BETTER, UNITS
+    from spin_fast.evaluate.runner import UNITS
 
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.dataset != "all":
-        test_sets(args.dataset, None)  # a wrong name before anything is loaded
+        chosen_test_sets(args.dataset, None)  # a wrong name before anything is loaded
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
     if args.work_dir and not os.path.isdir(args.work_dir):
@@ -171,7 +173,7 @@ def main(argv=None) -> dict:
         raise SystemExit(str(e)) from None
 
     paths, synthetic = open_data_root(args.data_root)
-    names = test_sets(args.dataset, paths)
+    names = chosen_test_sets(args.dataset, paths)
     bodies = Bodies.from_paths(paths, device)
     amp = torch.bfloat16 if args.bf16 else None
     if args.mean_pose:
@@ -206,10 +208,9 @@ def main(argv=None) -> dict:
         print(f"{name}: {result.num_samples} samples  {_line(result.metrics)}  {result.images_per_s:.1f} "
               f"images/s ({settings})" + ("  [synthetic data]" if synthetic else ""))
         if result.baseline is not None:
-            b, key = result.baseline, "pa_mpjpe"
-            better = result.metrics[key] < b[key] if LOWER_IS_BETTER[key] else result.metrics[key] > b[key]
-            print(f"{name}: mean-pose baseline, same samples:  {_line(b)}  (the checkpoint is "
-                  f"{'better' if better else 'NOT better'} in PA-MPJPE by {abs(b[key] - result.metrics[key]):.2f} mm)")
+            pa, base_pa = result.metrics["pa_mpjpe"], result.baseline["pa_mpjpe"]
+            print(f"{name}: mean-pose baseline, same samples:  {_line(result.baseline)}  (the checkpoint is "
+                  f"{'better' if pa < base_pa else 'NOT better'} in PA-MPJPE by {abs(base_pa - pa):.2f} mm)")
         if args.histogram:
             per_sample[name] = result.per_sample
 

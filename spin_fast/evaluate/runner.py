@@ -38,9 +38,8 @@ METRICS = ("mpjpe", "pa_mpjpe", "pve")  # the 3DPW protocol's
 PROTOCOL_METRICS = {"pw3d": METRICS, "h36m": ("mpjpe", "pa_mpjpe"),
                     "mpi_inf_3dhp": ("mpjpe", "pa_mpjpe", "3dpck", "pa_3dpck", "3dauc", "pa_3dauc")}
 PERCENT_METRICS = ("3dpck", "pa_3dpck", "3dauc", "pa_3dauc")  # % of the visible joints, pooled over samples
-LOWER_IS_BETTER = {"mpjpe": True, "pa_mpjpe": True, "pve": True, "3dpck": False, "pa_3dpck": False,
-                   "3dauc": False, "pa_3dauc": False}
-UNITS = {k: "%" if k in PERCENT_METRICS else "mm" for k in LOWER_IS_BETTER}
+ALL_METRICS = ("mpjpe", "pa_mpjpe", "pve") + PERCENT_METRICS  # (the order of the printed table)
+UNITS = {k: "%" if k in PERCENT_METRICS else "mm" for k in ALL_METRICS}
 GENDER_MALE, GENDER_FEMALE = GENDER_IDS["m"], GENDER_IDS["f"]
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
