@@ -340,3 +340,43 @@ def test_ctrl_c_in_fit_keeps_the_progress_and_says_how_to_continue(data_root, tm
     again = subprocess.run([sys.executable, *how[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "(resumed " in again.stdout, again.stderr
     assert np.load(out).shape == (32, 82)
+
+
+# --- the handler itself -------------------------------------------------------------------------------------
+def test_os_errors_of_the_writing_commands_are_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    one_error(cli("assets", "--out", blocker / "data"), "assets", "Not a directory", str(blocker))
+    one_error(cli("data", "synth", "--out", blocker / "data"), "data", "Not a directory", str(blocker))
+    assert blocker.read_text() == "x"
+
+
+def test_the_handler_reports_user_errors_and_keeps_bugs_loud(capsys):
+    import errno
+
+    from spin_fast.cli import run_command
+    from spin_fast.errors import Interrupted
+
+    def raising(e):
+        def main(argv):
+            raise e
+        return main
+
+    cases = [(OSError(errno.ENOSPC, "no space left on device while writing /x/ckpt.pth"),
+              "no space left on device while writing /x/ckpt.pth"),
+             (PermissionError(errno.EACCES, "Permission denied", "/x/y"), "Permission denied: /x/y"),
+             (OSError(errno.EROFS, "Read-only file system", "/x"), "Read-only file system: /x"),
+             (SystemExit("--out x: cannot write there"), "--out x: cannot write there"),
+             (FileNotFoundError("missing SMPL asset file(s) under data root /d:\n  /d/a.pkl\n  /d/b.pkl"),
+              "missing SMPL asset file(s) under data root /d: /d/a.pkl; /d/b.pkl")]
+    for e, text in cases:
+        assert run_command("x", raising(e), []) == 2
+        assert capsys.readouterr().err == f"spin_fast.x: error: {text}\n"
+    assert run_command("x", raising(Interrupted("step 3 of 9")), [], resume=lambda: "python -m x --resume") == 130
+    assert capsys.readouterr().err == "spin_fast.x: interrupted at step 3 of 9; continue with: python -m x --resume\n"
+    assert run_command("x", lambda argv: None, []) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_command("x", lambda argv: 1 / 0, [])
+    with pytest.raises(SystemExit) as e:  # argparse's own exits pass through
+        run_command("x", raising(SystemExit(2)), [])
+    assert e.value.code == 2
