@@ -17,6 +17,19 @@ structure, equal to rounding in value): the input sanitising and the valid_in ru
 per-sample bookkeeping (non-finite inputs / nothing to fit -> frozen; non-finite loss or gradient
 -> frozen and diverged; ftol stop), and the result (joint_loss, total_loss, validity, input rows
 kept where invalid, iterations).
+
+How this file computes it (no autograd: every term is a small forward + vector-Jacobian pair,
+checked against torch.autograd in tests/test_smplify_hand.py):
+  1. set-up and result through the ops' torch references (`joints_reference`, `data_reference`,
+     `priors_reference`), so a result is scored exactly as SMPLify.joint_loss / priors score it;
+  2. stage 1 (`stage1_objective`): one Rodrigues and the rigid root turn of the joints computed once;
+  3. stage 2 (`stage2_objective`): Rodrigues of the 24 joints at once, the chain a tree level at a
+     time (joint-major tensors: a level is one contiguous block), the folded regressor as matrix
+     products (x C, and 0/1 matrices to gather by bone and sum by joint), the smpl_49 assembly, the
+     robust reprojection and the priors (GMM as one (M, B, 69) product, gradient P_k* d_k*);
+  4. `_Adam`: torch.optim.Adam's update on flat (B, n) buffers with the per-sample bookkeeping of
+     SMPLify._adam; a stage stops early once no row is active (the remaining steps change nothing).
+Batch stop (opts.batch_stop): see `smplify_fit_torch`.
 """
 from __future__ import annotations
 
