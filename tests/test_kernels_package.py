@@ -121,6 +121,34 @@ print(json.dumps(shared))
 """
 
 
+_COMPILE_SMPLIFY = r"""
+import json
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from spin_fast_kernels.smplify import function as F, kernel as K
+
+ints = {"parents_ptr": "*i32", "fl_ptr": "*i32", "out_valid_ptr": "*u8", "pj_ptr": "*i64", "pb_ptr": "*i64",
+        "jidx_ptr": "*i64", "aidx_ptr": "*i64", "torso_ptr": "*i64", "out_iters_ptr": "*i64"}
+state, ws, scratch, wsc = F.layouts(10, 75, 20)
+shared = {}
+for fp in ("fp32", "fp64"):
+    for fn in (K._smplify_stage1_kernel, K._smplify_stage2_kernel):
+        for spin in (True, False):
+            c = dict(WS=ws, WSC=wsc, **state, **scratch, ALL_JOINTS=not spin, UNITS=int(not spin), ROBUST=True,
+                     DEPTH=spin, ANGLE_M1=not spin, FTOL_ROWS=not spin, BATCH_STOP=not spin, BLOCK_B=F.BLOCK_B,
+                     BLOCK_P=F.BLOCK_P, BLOCK_KC=F.BLOCK_KC, BLOCK_JV=32, BLOCK_GK=F.BLOCK_GK, BLOCK_GN=F.BLOCK_GN,
+                     BLOCK_N1=4 if spin else 64, PRECISION=F.PRECISION)
+            sig = {p.name: "constexpr" if p.is_constexpr else ints.get(p.name, f"*{fp}") if p.name.endswith("_ptr")
+                   else "i32" for p in fn.params}
+            cst = {p.name: c[p.name] for p in fn.params if p.is_constexpr}
+            k = triton.compile(ASTSource(fn, sig, cst), target=GPUTarget("cuda", 90, 32),
+                               options={"num_warps": F.NUM_WARPS, "num_stages": F.NUM_STAGES})
+            shared[f"{fn.fn.__name__}-{fp}-{'spin' if spin else 'mmhuman3d'}"] = k.metadata.shared
+print(json.dumps(shared))
+"""
+
+
 def _check_smpl_ops(stdout):
     assert stdout.count("ok ") == 12, stdout  # the script asserts each kernel's shared memory fits
 
@@ -131,15 +159,22 @@ def _check_loss_ops(stdout):
     assert max(shared.values()) < 64 * 1024, shared
 
 
+def _check_smplify(stdout):
+    shared = json.loads(stdout.strip().splitlines()[-1])
+    assert len(shared) == 8  # 2 kernels x fp32/fp64 x both flavors (the mmhuman3d row in batch-stop mode)
+    assert max(shared.values()) < 64 * 1024, shared
+
+
 @pytest.mark.parametrize("script,check", [
     pytest.param(_COMPILE_SMPL_OPS, _check_smpl_ops, marks=pytest.mark.slow, id="smpl_ops"),
-    pytest.param(_COMPILE_LOSS_OPS, _check_loss_ops, id="loss_ops")])
+    pytest.param(_COMPILE_LOSS_OPS, _check_loss_ops, id="loss_ops"),
+    pytest.param(_COMPILE_SMPLIFY, _check_smplify, marks=pytest.mark.slow, id="smplify")])
 def test_kernels_compile_for_sm90_without_a_gpu(tmp_path, script, check):
     """The interpreter never compiles: every kernel goes through Triton's real GPU pipeline (TTIR ->
     PTX -> ptxas cubin for sm_90) with no driver, as a launch there would; catches constructs the
     interpreter accepts but the compiler does not. Shared memory must fit an SM (a whole 128 x 128
     fp64 precision tile once needed 313 kB). One script a test: the SMPL ops' 12 kernels, the
-    losses' 12 (~20 s and ~10 s on a 2-core CPU)."""
+    losses' 12, the one-launch SMPLify's 8 (~20 s, ~10 s and a few minutes on a 2-core CPU)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SPIN_FAST_BACKEND")}
     env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")

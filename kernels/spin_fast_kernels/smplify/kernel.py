@@ -75,6 +75,7 @@ P_B2 = tl.constexpr(10)  # beta2
 P_W2 = tl.constexpr(11)  # 1 - beta2
 P_EPS = tl.constexpr(12)  # Adam's eps
 P_TZ_DEFAULT = tl.constexpr(13)  # depth of the fallback translation
+P_ZERO = tl.constexpr(14)  # 0: loaded once a body block, an index offset the compiler cannot hoist
 NUM_PARAMS = tl.constexpr(16)
 # flags (B, 8) int32
 F_VALID = tl.constexpr(0)  # inputs finite and something to fit
@@ -93,10 +94,19 @@ def _finite(a):
 
 
 @triton.jit
-def _rest_joints(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, S, WS: tl.constexpr, WSC: tl.constexpr,
+def _opaque_zero(params_ptr):
+    """int32 0 read from memory once a body block. Row and column indices offset by it are
+    recomputed each block instead of being hoisted out of the iteration loop (with one block a
+    program the block loop runs once, so every pointer tile would be loop-invariant) and kept live,
+    i.e. spilled, across the whole stage: fp32 stage 2 spilled 870 B without it, 0 with it."""
+    return tl.load(params_ptr + P_ZERO).to(tl.int32)
+
+
+@triton.jit
+def _rest_joints(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, S, WS: tl.constexpr, WSC: tl.constexpr,
                  O_X2: tl.constexpr, O_REST: tl.constexpr, BLOCK_B: tl.constexpr):
     """J = J_t + J_s betas (24 x 3 a body) into the scratch row."""
-    cols = tl.arange(0, 128)
+    cols = z + tl.arange(0, 128)
     c_ok = cols < 72
     ok = row_ok[:, None] & c_ok[None, :]
     rest = tl.load(jt_ptr + cols, mask=c_ok, other=0.0)[None, :] + tl.zeros((BLOCK_B, 128), jt_ptr.dtype.element_ty)
@@ -107,7 +117,7 @@ def _rest_joints(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, S, WS: tl.conste
 
 
 @triton.jit
-def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+def _body_forward(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                   J, S, P, JV, WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_ROT: tl.constexpr,
                   O_TRANS: tl.constexpr, O_POSED: tl.constexpr, O_REST: tl.constexpr, O_PF: tl.constexpr,
                   O_VJ: tl.constexpr, O_LOCAL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -116,13 +126,13 @@ def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, co
     the bodies `rows` whose x2 = [w | theta | betas] is in the state; everything to the scratch."""
     sc_b = sc_ptr + rows * WSC
     tl.debug_barrier()  # x2 was written by the previous phase in a tile layout
-    _rest_joints(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, S, WS, WSC, O_X2, O_REST, BLOCK_B)
+    _rest_joints(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, S, WS, WSC, O_X2, O_REST, BLOCK_B)
     tl.debug_barrier()
     _chain_forward_walk(st_ptr + rows * WS + O_X2, sc_b + O_ROT, sc_b + O_REST, parents_ptr, sc_b + O_POSED,
                         sc_b + O_TRANS, J, row_ok, True)
     tl.debug_barrier()
     # pose feature f = R_1..23 - I
-    cols = tl.arange(0, 256)
+    cols = z + tl.arange(0, 256)
     c_ok = cols < 207
     ok = row_ok[:, None] & c_ok[None, :]
     r = tl.load(sc_b[:, None] + O_ROT + 9 + cols[None, :], mask=ok, other=0.0)
@@ -132,7 +142,7 @@ def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, co
     tl.debug_barrier()
     # vertex joints: local_p = C_p x (stored), sum_p (R_k local_p + t_k w_p) into joint j_p
     acc_t = coeffs_ptr.dtype.element_ty
-    jj = tl.arange(0, BLOCK_JV)
+    jj = z + tl.arange(0, BLOCK_JV)
     out_x = tl.zeros((BLOCK_B, BLOCK_JV), acc_t)
     out_y = tl.zeros((BLOCK_B, BLOCK_JV), acc_t)
     out_z = tl.zeros((BLOCK_B, BLOCK_JV), acc_t)
@@ -170,9 +180,9 @@ def _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, co
 
 
 @triton.jit
-def _joints49(sc_ptr, rows, row_ok, jidx_ptr, WSC: tl.constexpr, O_POSED: tl.constexpr, O_VJ: tl.constexpr):
+def _joints49(sc_ptr, rows, row_ok, z, jidx_ptr, WSC: tl.constexpr, O_POSED: tl.constexpr, O_VJ: tl.constexpr):
     """The 49 joints (BLOCK_B, 64) x 3 gathered from the posed and vertex joints of the scratch."""
-    n = tl.arange(0, 64)
+    n = z + tl.arange(0, 64)
     n_ok = n < 49
     idx = tl.load(jidx_ptr + n, mask=n_ok, other=0).to(tl.int32)
     off = tl.where(idx < 24, O_POSED + idx * 3, O_VJ + (idx - 24) * 3)
@@ -219,7 +229,7 @@ def _angle_term(st_ptr, rows, row_ok, aidx_ptr, asign_ptr, a, WS: tl.constexpr, 
 
 
 @triton.jit
-def _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
+def _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
             WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_YGMM: tl.constexpr, ANGLE_M1: tl.constexpr,
             GRAD: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_GK: tl.constexpr, BLOCK_GN: tl.constexpr):
     """(BLOCK_B,) w_pose gmm + w_angle angle + w_shape |betas|^2 of x2; with GRAD the winning
@@ -244,14 +254,14 @@ def _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr
                 for n0 in range(0, 69, BLOCK_GN):
                     y, diff = _gmm_component_chunk(st_ptr + O_X2 + 3, means_ptr, prec_ptr, k, n0, rows, row_ok, 69,
                                                    WS, 1, acc_t, BLOCK_B, BLOCK_GK, BLOCK_GN)
-                    ncols = n0 + tl.arange(0, BLOCK_GN)
+                    ncols = n0 + z + tl.arange(0, BLOCK_GN)
                     tl.store(sc_ptr + rows[:, None] * WSC + O_YGMM + ncols[None, :], y,
                              mask=won[:, None] & (ncols < 69)[None, :])
     angle = tl.zeros((BLOCK_B,), acc_t)
     for a in range(4):
         col, term, d = _angle_term(st_ptr, rows, row_ok, aidx_ptr, asign_ptr, a, WS, O_X2, ANGLE_M1)
         angle += term
-    cols = tl.arange(0, 64)
+    cols = z + tl.arange(0, 64)
     b_ok = row_ok[:, None] & (cols < S)[None, :]
     betas = tl.load(st_ptr + rows[:, None] * WS + O_X2 + 72 + cols[None, :], mask=b_ok, other=0.0)
     shape = tl.sum(betas * betas, axis=1)
@@ -260,12 +270,12 @@ def _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr
 
 
 @triton.jit
-def _data2(st_ptr, sc_ptr, rows, row_ok, jidx_ptr, params_ptr, WS: tl.constexpr, WSC: tl.constexpr,
+def _data2(st_ptr, sc_ptr, rows, row_ok, z, jidx_ptr, params_ptr, WS: tl.constexpr, WSC: tl.constexpr,
            O_CAM: tl.constexpr, O_CEN: tl.constexpr, O_KP: tl.constexpr, O_CONF: tl.constexpr,
            O_POSED: tl.constexpr, O_VJ: tl.constexpr, UNITS: tl.constexpr, ROBUST: tl.constexpr):
     """Stage-2 data term of the 49 joints: per-joint loss (BLOCK_B, 64) and its derivative."""
-    X, Y, Z = _joints49(sc_ptr, rows, row_ok, jidx_ptr, WSC, O_POSED, O_VJ)
-    n = tl.arange(0, 64)
+    X, Y, Z = _joints49(sc_ptr, rows, row_ok, z, jidx_ptr, WSC, O_POSED, O_VJ)
+    n = z + tl.arange(0, 64)
     ok = row_ok[:, None] & (n < 49)[None, :]
     s_b = st_ptr + rows * WS
     X = X + tl.load(s_b + O_CAM, mask=row_ok, other=0.0)[:, None]
@@ -390,9 +400,10 @@ def _smplify_stage1_kernel(
         blk1 = blk0 + 1
     # --- set-up: sanitise, valid_in, x1 / x2 (zero orient), X0, J0, the stage-1 terms -------------
     for blk in range(blk0, blk1):
-        rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
+        z = _opaque_zero(params_ptr)
+        rows = blk * BLOCK_B + z + tl.arange(0, BLOCK_B)
         row_ok = rows < B
-        n = tl.arange(0, 64)
+        n = z + tl.arange(0, 64)
         n_ok = n < 49
         ok49 = row_ok[:, None] & n_ok[None, :]
         k_b = kp_ptr + rows[:, None] * 147 + n[None, :] * 3
@@ -407,12 +418,12 @@ def _smplify_stage1_kernel(
         tl.store(sc_b + O_KP + n[None, :] * 2 + 1, tl.where(kp_ok, ky, 0.0), mask=ok49)
         tl.store(sc_b + O_CONF + n[None, :], conf2, mask=ok49)
         seen = tl.sum(tl.where(ok49 & (conf2 != 0.0), 1, 0), axis=1) > 0
-        c = tl.arange(0, 128)
+        c = z + tl.arange(0, 128)
         okp = row_ok[:, None] & (c < 72)[None, :]
         pose = tl.load(pose_ptr + rows[:, None] * 72 + c[None, :], mask=okp, other=0.0)
         okb = row_ok[:, None] & (c < S)[None, :]
         betas = tl.load(betas_ptr + rows[:, None] * S + c[None, :], mask=okb, other=0.0)
-        c4 = tl.arange(0, 4)
+        c4 = z + tl.arange(0, 4)
         ok3 = row_ok[:, None] & (c4 < 3)[None, :]
         ok2 = row_ok[:, None] & (c4 < 2)[None, :]
         cam = tl.load(cam_ptr + rows[:, None] * 3 + c4[None, :], mask=ok3, other=0.0)
@@ -453,15 +464,15 @@ def _smplify_stage1_kernel(
         tl.store(f_b + F_STEPS2, vi * 0, mask=row_ok)
         tl.store(f_b + F_USE_GT, use_gt, mask=row_ok)
         # X0: the body with zero global orient
-        _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+        _body_forward(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                       J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                       BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
-        X, Y, Z = _joints49(sc_ptr, rows, row_ok, jidx_ptr, WSC, O_POSED, O_VJ)
+        X, Y, Z = _joints49(sc_ptr, rows, row_ok, z, jidx_ptr, WSC, O_POSED, O_VJ)
         tl.store(sc_b + O_X0 + n[None, :] * 3, X, mask=ok49)
         tl.store(sc_b + O_X0 + n[None, :] * 3 + 1, Y, mask=ok49)
         tl.store(sc_b + O_X0 + n[None, :] * 3 + 2, Z, mask=ok49)
         if ALL_JOINTS:
-            const = _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr,
+            const = _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr,
                             S, M, WS, WSC, O_X2, 0, ANGLE_M1, False, BLOCK_B, BLOCK_GK, BLOCK_GN)
         else:
             const = tl.zeros((BLOCK_B,), acc_t)
@@ -469,7 +480,7 @@ def _smplify_stage1_kernel(
         tl.debug_barrier()
         # stage-1 joints: X0c = X0 - s J0, sJ0 = s J0 (J0 = rest root), keypoints and weights
         j0x, j0y, j0z = _load3(sc_ptr + rows * WSC + O_REST, row_ok)
-        m1 = tl.arange(0, BLOCK_N1)
+        m1 = z + tl.arange(0, BLOCK_N1)
         ok1 = row_ok[:, None] & (m1 < 49)[None, :]
         if ALL_JOINTS:
             idx = m1[None, :] + use_gt[:, None] * 0
@@ -493,18 +504,19 @@ def _smplify_stage1_kernel(
     # --- stage 1 iterations --------------------------------------------------------------------
     s_prev = tl.full((), float("nan"), acc_t)
     stopped = tl.zeros((), tl.int32)
-    m1 = tl.arange(0, BLOCK_N1)
-    c8 = tl.arange(0, 8)
     for k in range(iters):
         step_size = tl.load(params_ptr + NUM_PARAMS + k)
         bc2 = tl.load(params_ptr + NUM_PARAMS + NT + k)
         s_now = tl.zeros((), acc_t)
         if stopped == 0:
             for blk in range(blk0, blk1):
-                rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
+                z = _opaque_zero(params_ptr)
+                rows = blk * BLOCK_B + z + tl.arange(0, BLOCK_B)
                 row_ok = rows < B
                 f_b = fl_ptr + rows * 8
                 if tl.sum(tl.load(f_b + F_ACTIVE, mask=row_ok, other=0), axis=0) > 0:
+                    m1 = z + tl.arange(0, BLOCK_N1)
+                    c8 = z + tl.arange(0, 8)
                     s_b = st_ptr + rows * WS
                     wx, wy, wz = _load3(s_b + O_X1, row_ok)
                     tx, ty, tz = _load3(s_b + O_X1 + 3, row_ok)
@@ -560,7 +572,8 @@ def _smplify_stage1_kernel(
 
     # --- hand stage 2 its start: x2 = [w | theta | betas], camera, flags, zeroed moments ------------
     for blk in range(blk0, blk1):
-        rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
+        z = _opaque_zero(params_ptr)
+        rows = blk * BLOCK_B + z + tl.arange(0, BLOCK_B)
         row_ok = rows < B
         s_b = st_ptr + rows * WS
         wx, wy, wz = _load3(s_b + O_X1, row_ok)
@@ -576,7 +589,7 @@ def _smplify_stage1_kernel(
         valid = tl.load(f_b + F_VALID, mask=row_ok, other=0)
         div1 = tl.load(f_b + F_DIV1, mask=row_ok, other=0)
         tl.store(f_b + F_ACTIVE, valid * (1 - div1), mask=row_ok)
-        c = tl.arange(0, 128)
+        c = z + tl.arange(0, 128)
         okx = row_ok[:, None] & (c < 72 + S)[None, :]
         zero = tl.zeros((BLOCK_B, 128), acc_t)
         tl.store(st_ptr + rows[:, None] * WS + O_M2 + c[None, :], zero, mask=okx)
@@ -586,7 +599,7 @@ def _smplify_stage1_kernel(
 
 
 @triton.jit
-def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                      jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, J, S, P, JV, M,
                      WS: tl.constexpr, WSC: tl.constexpr, O_X2: tl.constexpr, O_CAM: tl.constexpr, O_CEN: tl.constexpr,
                      O_ROT: tl.constexpr, O_TRANS: tl.constexpr, O_POSED: tl.constexpr, O_REST: tl.constexpr,
@@ -600,31 +613,31 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr,
     """Stage-2 objective (BLOCK_B,) and its gradient (BLOCK_B, 128) in x2's columns, by hand."""
     acc_t = jt_ptr.dtype.element_ty
     sc_b = sc_ptr + rows * WSC
-    _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+    _body_forward(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                   J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                   BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
-    loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
+    loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, z, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
                               O_CONF, O_POSED, O_VJ, UNITS, ROBUST)
     total = tl.sum(loss, axis=1)
-    n = tl.arange(0, 64)
+    n = z + tl.arange(0, 64)
     okq = row_ok[:, None] & (n < 49)[None, :]
     q_ptr = sc_b[:, None] + O_Q + n[None, :] * 3
     tl.store(q_ptr, dX, mask=okq)
     tl.store(q_ptr + 1, dY, mask=okq)
     tl.store(q_ptr + 2, dZ, mask=okq)
     # zeroed accumulators of the chain's reverse walk
-    c = tl.arange(0, 128)
+    c = z + tl.arange(0, 128)
     zero = tl.zeros((BLOCK_B, 128), acc_t)
     for c0 in tl.static_range(0, 288, 128):
         tl.store(sc_b[:, None] + O_ACC + c0 + c[None, :], zero, mask=row_ok[:, None] & (c0 + c < 288)[None, :])
     tl.store(sc_b[:, None] + O_GREST + c[None, :], zero, mask=row_ok[:, None] & (c < 72)[None, :])
-    total += _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
+    total += _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
                      WS, WSC, O_X2, O_YGMM, ANGLE_M1, True, BLOCK_B, BLOCK_GK, BLOCK_GN)
     tl.debug_barrier()
     # q back to the posed and vertex joints it was gathered from: 16-joint chunks times 0/1 matrices
     # (repeated joints add up; small dots keep the FMA operands in registers)
-    j32 = tl.arange(0, 32)
-    jv = tl.arange(0, BLOCK_JV)
+    j32 = z + tl.arange(0, 32)
+    jv = z + tl.arange(0, BLOCK_JV)
     for r in tl.static_range(3):
         acc_p = tl.zeros((BLOCK_B, 32), acc_t)
         acc_v = tl.zeros((BLOCK_B, BLOCK_JV), acc_t)
@@ -658,7 +671,7 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr,
                   + tl.load(t_ptr + 8 + m, mask=t_ok, other=0.0) * gz)
             tl.store(gl_ptr + m, gl, mask=t_ok)
     # dL/dT_k row r = sum over the bone's pairs of q_r [local, w]: one row of T a pass (4 accumulators)
-    nb = tl.arange(0, 32)
+    nb = z + tl.arange(0, 32)
     for r in tl.static_range(3):
         a0 = tl.zeros((BLOCK_B, 32), acc_t)
         a1 = tl.zeros((BLOCK_B, 32), acc_t)
@@ -716,7 +729,7 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr,
                          J, row_ok, True)
     tl.debug_barrier()
     # the gradient in x2's columns: [dL/daa (72) | dL/dbetas (S)] + the priors
-    c = tl.arange(0, 128)
+    c = z + tl.arange(0, 128)
     ok72 = row_ok[:, None] & (c < 72)[None, :]
     g = tl.load(sc_b[:, None] + O_GAA + c[None, :], mask=ok72, other=0.0)
     okth = ok72 & (c >= 3)[None, :]
@@ -778,23 +791,24 @@ def _smplify_stage2_kernel(
         blk1 = blk0 + 1
     s_prev = tl.full((), float("nan"), acc_t)
     stopped = tl.zeros((), tl.int32)
-    c = tl.arange(0, 128)
     for k in range(iters):
         step_size = tl.load(params_ptr + NUM_PARAMS + k)
         bc2 = tl.load(params_ptr + NUM_PARAMS + NT + k)
         s_now = tl.zeros((), acc_t)
         if stopped == 0:
             for blk in range(blk0, blk1):
-                rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
+                z = _opaque_zero(params_ptr)
+                rows = blk * BLOCK_B + z + tl.arange(0, BLOCK_B)
                 row_ok = rows < B
                 if tl.sum(tl.load(fl_ptr + rows * 8 + F_ACTIVE, mask=row_ok, other=0), axis=0) > 0:
                     total, g = _stage2_gradient(
-                        st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+                        st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                         jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, J, S, P, JV, M,
                         WS, WSC, O_X2, O_CAM, O_CEN, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, O_GL,
                         O_GUP, O_ACC, O_GREST, O_GAA, O_GPOSED, O_GTRANS, O_GVJ, O_GBETA, O_YGMM, O_KP, O_CONF, O_Q,
                         UNITS, ROBUST, ANGLE_M1, BLOCK_B, BLOCK_P, BLOCK_KC, BLOCK_JV, BLOCK_GK, BLOCK_GN, PRECISION)
                     tl.debug_barrier()
+                    c = z + tl.arange(0, 128)
                     s_now += _adam_rows(st_ptr, fl_ptr, rows, row_ok, c, 72 + S, g, total, step_size, bc2,
                                         params_ptr, WS, O_X2, O_M2, O_V2, O_PREV, F_DIV2, F_STEPS2, FTOL_ROWS)
             if BATCH_STOP:
@@ -803,20 +817,22 @@ def _smplify_stage2_kernel(
 
     # --- the result ----------------------------------------------------------------------------
     for blk in range(blk0, blk1):
-        rows = blk * BLOCK_B + tl.arange(0, BLOCK_B)
+        z = _opaque_zero(params_ptr)
+        rows = blk * BLOCK_B + z + tl.arange(0, BLOCK_B)
         row_ok = rows < B
-        _body_forward(st_ptr, sc_ptr, rows, row_ok, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+        c = z + tl.arange(0, 128)
+        _body_forward(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
                       J, S, P, JV, WS, WSC, O_X2, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, BLOCK_B,
                       BLOCK_P, BLOCK_KC, BLOCK_JV, PRECISION)
-        loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
+        loss, dX, dY, dZ = _data2(st_ptr, sc_ptr, rows, row_ok, z, jidx_ptr, params_ptr, WS, WSC, O_CAM, O_CEN, O_KP,
                                   O_CONF, O_POSED, O_VJ, UNITS, ROBUST)
-        total = tl.sum(loss, axis=1) + _priors(st_ptr, sc_ptr, rows, row_ok, means_ptr, prec_ptr, nll_ptr, aidx_ptr,
+        total = tl.sum(loss, axis=1) + _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr,
                                                asign_ptr, params_ptr, S, M, WS, WSC, O_X2, 0, ANGLE_M1, False, BLOCK_B,
                                                BLOCK_GK, BLOCK_GN)
         f_b = fl_ptr + rows * 8
         okx = row_ok[:, None] & (c < 72 + S)[None, :]
         x = tl.load(st_ptr + rows[:, None] * WS + O_X2 + c[None, :], mask=okx, other=0.0)
-        c4 = tl.arange(0, 4)
+        c4 = z + tl.arange(0, 4)
         ok3 = row_ok[:, None] & (c4 < 3)[None, :]
         cam = tl.load(st_ptr + rows[:, None] * WS + O_CAM + c4[None, :], mask=ok3, other=0.0)
         nonfinite = (tl.sum(tl.where(okx & ~_finite(x), 1, 0), axis=1)
@@ -832,7 +848,7 @@ def _smplify_stage2_kernel(
         tl.store(out_betas_ptr + rows[:, None] * S + c[None, :], tl.where(valid[:, None], xb, betas_in), mask=okb)
         cam_in = tl.load(cam_ptr + rows[:, None] * 3 + c4[None, :], mask=ok3, other=0.0)
         tl.store(out_cam_ptr + rows[:, None] * 3 + c4[None, :], tl.where(valid[:, None], cam, cam_in), mask=ok3)
-        n = tl.arange(0, 64)
+        n = z + tl.arange(0, 64)
         ok49 = row_ok[:, None] & (n < 49)[None, :]
         tl.store(out_jl_ptr + rows[:, None] * 49 + n[None, :], tl.where(valid[:, None], loss, float("inf")), mask=ok49)
         tl.store(out_total_ptr + rows, tl.where(valid, total, float("inf")), mask=row_ok)
