@@ -88,3 +88,15 @@ def test_smplify_cuda_graph_equals_eager_and_cpu(assets, device, flavor):  # noq
     ok = ~torch.isnan(pose).any(-1)
     moved = (graph if device == "cuda" else whole)["pose"][ok] - pose[ok]
     assert moved.abs().max() > 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("iters", [5, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("flavor", ["spin", "mmhuman3d"])
+def test_smplify_kernel_on_cuda_equals_autograd_fit(assets, flavor, dtype, iters):  # noqa: F811
+    """The one-launch-a-stage kernel, compiled, against the autograd fit on CUDA: the cases and
+    tolerances of tests/test_smplify_kernel.py (fp32 losses 1e-5 relative, poses 1e-4; fp64 1e-10)."""
+    from test_smplify_kernel import run_case
+
+    run_case(assets, None, flavor, dtype, iters, device="cuda")

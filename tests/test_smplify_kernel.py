@@ -74,8 +74,10 @@ def assert_same(out, ref, inputs, dtype, what):
 
 
 def run_case(assets, bodies, flavor, dtype, iters, device="cpu"):  # noqa: F811
-    body = bodies[dtype]
-    if device != "cpu":
+    """The kernel and the autograd fit on one device (bodies: the CPU body models by dtype)."""
+    if device == "cpu":
+        body = bodies[dtype]
+    else:
         body = BodyModel(assets["smpl"], assets["extra"], dtype=dtype).to(device)
     consts, opts, autograd_fit = fitters(body, assets["gmm"], flavor, iters)
     inputs = hard_batch(assets, device, dtype)
