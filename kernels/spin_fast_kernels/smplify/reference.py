@@ -166,6 +166,7 @@ class ChainPlan(NamedTuple):
 
     levels: list  # per depth >= 1: (children, parents): slices where consecutive, else index tensors
     rel: torch.Tensor  # (n, n) rest joints -> bone vectors: rel_i = J_i - J_parent(i), rel_0 = J_0
+    parents: torch.Tensor  # (n - 1,) int64 parents of joints 1..n-1
 
 
 def chain_plan(parents, device, dtype) -> ChainPlan:
@@ -180,7 +181,7 @@ def chain_plan(parents, device, dtype) -> ChainPlan:
         levels.append((_spec(ch, device), slice(par[0], par[0] + 1) if len(set(par)) == 1 else _spec(par, device)))
     rel = torch.eye(n, dtype=dtype, device=device)
     rel[torch.arange(1, n), torch.tensor(list(parents[1:]))] -= 1.0
-    return ChainPlan(levels, rel)
+    return ChainPlan(levels, rel, torch.tensor(list(parents[1:]), dtype=torch.long, device=device))
 
 
 def chain_fwd(R: torch.Tensor, J: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor, tuple]:
@@ -224,14 +225,8 @@ def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: Cha
         gG[..., 3] += gt
     gG[..., :3] -= gtt @ J[..., None, :]
     gJ = -(W.transpose(-1, -2) @ gtt)[..., 0]
-    gRr = torch.empty_like(gG)  # [gR | grel]
-    for ch, par in reversed(plan.levels):
-        gGc, Ac = _take(gG, ch), _take(A, ch)
-        if isinstance(ch, slice):
-            torch.matmul(_take(W, par).transpose(-1, -2), gGc, out=gRr[ch])
-        else:
-            gRr.index_copy_(0, ch, _take(W, par).transpose(-1, -2) @ gGc)
-        up = gGc @ Ac.transpose(-1, -2)
+    for ch, par in reversed(plan.levels):  # the accumulation is sequential; the rest is done after it
+        up = _take(gG, ch) @ _take(A, ch).transpose(-1, -2)
         if isinstance(par, slice):
             if par.stop - par.start < len(up):  # one parent for the whole level
                 gG[par] += up.sum(0, keepdim=True)
@@ -239,7 +234,9 @@ def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: Cha
                 gG[par] += up
         else:
             gG.index_add_(0, par, up)
+    gRr = torch.empty_like(gG)  # [gR | grel]
     gRr[0] = gG[0]
+    torch.matmul(W.index_select(0, plan.parents).transpose(-1, -2), gG[1:], out=gRr[1:])
     gJ += (plan.rel.t() @ gRr[..., 3].reshape(n, -1)).view(n, B, 3)
     return gRr[..., :3], gJ
 
