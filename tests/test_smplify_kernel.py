@@ -32,7 +32,8 @@ def _needs_interpreter():
 
 @pytest.fixture(scope="module")
 def bodies(assets):  # noqa: F811
-    return {torch.float32: assets["body"], torch.float64: BodyModel(assets["smpl"], assets["extra"], dtype=torch.float64)}
+    fp64 = BodyModel(assets["smpl"], assets["extra"], dtype=torch.float64)
+    return {torch.float32: assets["body"], torch.float64: fp64}
 
 
 def hard_batch(assets, device="cpu", dtype=torch.float32):  # noqa: F811

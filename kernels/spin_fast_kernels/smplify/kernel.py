@@ -46,19 +46,32 @@
 # data between lanes (lane-a-body chain vs (bodies, pairs) tiles) are separated by tl.debug_barrier.
 # The chain is one body a lane over 24 dependent joints (its walk is kinematic_chain's); the
 # regressor contraction (local = x C^T, dL/dx = gl C) is tl.dot tiles of (BLOCK_B, BLOCK_P) x K
-# chunks (joints_only's `_local`); the GMM its component chunk, both passes. A block whose rows are
-# all inactive skips the iteration (nothing observable changes for a frozen row).
+# chunks (joints_only's `_local`); the GMM its component chunk, both passes. Sums by index (49
+# joints into the posed / vertex joints they came from, pairs into joints and into bones) are dots
+# with 0/1 matrices, so repeated indices add up and no sort order is assumed. fp32 "ieee" dots run
+# on FMA units, where a thread holds K x (its columns) of the right operand: every dot has K = 16
+# (BLOCK_P, BLOCK_KC, 16-joint chunks), and dL/dT is summed one row of T (4 accumulators) a pass.
+# Loop-invariant index tiles would be hoisted out of the iteration loop and spilled across it, so
+# row and column indices carry a zero loaded once a body block (`_opaque_zero`). sm_90, 8 warps:
+# no spills in fp32 (stage 2: 255 registers), fp64 stage 2 spills ~0.8 kB (L1), see
+# benches/smplify_resources.py. A block whose rows are all inactive skips the iteration (nothing
+# observable changes for a frozen row).
 # Launch 1 (stage 1) also sanitises the inputs, computes valid_in, X0, J0, the torso choice and the
 # stage-1 terms, and hands stage 2 its start; launch 2 (stage 2) ends with the result: per-joint
 # loss, total, validity, and the input rows where a fit is invalid.
+# Cost a body and stage-2 iteration (fp32, P pairs, K = 218): ~2 x 6 P K FLOP of contraction
+# (local forward, dL/dx backward; ~0.65 MFLOP for SMPL's P ~ 250), GMM 2 x 8 x 69^2 x 2 ~ 0.15 MFLOP,
+# the chain ~7 kFLOP over 24 dependent steps each way; the coefficients (3 P K) and precisions
+# are re-read from L2 once a block and iteration; the scratch (~4.4k entries a body at P = 250, 18 kB
+# fp32) and the state (272 entries) stay in L1/L2.
 import triton
 import triton.language as tl
 
-from spin_fast_kernels.gmm_prior.kernel import _gmm_component_chunk
-from spin_fast_kernels.joints_only.kernel import _local
-from spin_fast_kernels.kinematic_chain.kernel import (_chain_backward_walk, _chain_forward_walk, _div_ieee,
-                                                      _load3, _rodrigues, _rodrigues_vjp, _sqrt_ieee)
-from spin_fast_kernels.reprojection.kernel import _drho, _rho
+from ..gmm_prior.kernel import _gmm_component_chunk
+from ..joints_only.kernel import _local
+from ..kinematic_chain.kernel import (_chain_backward_walk, _chain_forward_walk, _div_ieee, _load3, _rodrigues,
+                                      _rodrigues_vjp, _sqrt_ieee)
+from ..reprojection.kernel import _drho, _rho
 
 # params_ptr layout (compute dtype): scalars first, then the two Adam tables of NT entries each
 P_FOCAL = tl.constexpr(0)  # focal length
@@ -472,7 +485,8 @@ def _smplify_stage1_kernel(
         tl.store(sc_b + O_X0 + n[None, :] * 3 + 1, Y, mask=ok49)
         tl.store(sc_b + O_X0 + n[None, :] * 3 + 2, Z, mask=ok49)
         if ALL_JOINTS:
-            const = _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr,
+            const = _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr,
+                            params_ptr,
                             S, M, WS, WSC, O_X2, 0, ANGLE_M1, False, BLOCK_B, BLOCK_GK, BLOCK_GN)
         else:
             const = tl.zeros((BLOCK_B,), acc_t)
@@ -595,7 +609,8 @@ def _smplify_stage1_kernel(
         tl.store(st_ptr + rows[:, None] * WS + O_M2 + c[None, :], zero, mask=okx)
         tl.store(st_ptr + rows[:, None] * WS + O_V2 + c[None, :], zero, mask=okx)
         ok9 = row_ok[:, None] & (c < 9)[None, :]
-        tl.store(sc_ptr + rows[:, None] * WSC + O_GUP + c[None, :], zero, mask=ok9)  # dL/dR_0 gets no pose-feature share
+        # dL/dR_0 gets no pose-feature share
+        tl.store(sc_ptr + rows[:, None] * WSC + O_GUP + c[None, :], zero, mask=ok9)
 
 
 @triton.jit
@@ -631,7 +646,8 @@ def _stage2_gradient(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_p
     for c0 in tl.static_range(0, 288, 128):
         tl.store(sc_b[:, None] + O_ACC + c0 + c[None, :], zero, mask=row_ok[:, None] & (c0 + c < 288)[None, :])
     tl.store(sc_b[:, None] + O_GREST + c[None, :], zero, mask=row_ok[:, None] & (c < 72)[None, :])
-    total += _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, S, M,
+    total += _priors(st_ptr, sc_ptr, rows, row_ok, z, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr,
+                     S, M,
                      WS, WSC, O_X2, O_YGMM, ANGLE_M1, True, BLOCK_B, BLOCK_GK, BLOCK_GN)
     tl.debug_barrier()
     # q back to the posed and vertex joints it was gathered from: 16-joint chunks times 0/1 matrices
@@ -802,7 +818,8 @@ def _smplify_stage2_kernel(
                 row_ok = rows < B
                 if tl.sum(tl.load(fl_ptr + rows * 8 + F_ACTIVE, mask=row_ok, other=0), axis=0) > 0:
                     total, g = _stage2_gradient(
-                        st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr, pb_ptr,
+                        st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr, coeffs_ptr, bw_ptr, pj_ptr,
+                        pb_ptr,
                         jidx_ptr, means_ptr, prec_ptr, nll_ptr, aidx_ptr, asign_ptr, params_ptr, J, S, P, JV, M,
                         WS, WSC, O_X2, O_CAM, O_CEN, O_ROT, O_TRANS, O_POSED, O_REST, O_PF, O_VJ, O_LOCAL, O_GL,
                         O_GUP, O_ACC, O_GREST, O_GAA, O_GPOSED, O_GTRANS, O_GVJ, O_GBETA, O_YGMM, O_KP, O_CONF, O_Q,
@@ -837,7 +854,8 @@ def _smplify_stage2_kernel(
         cam = tl.load(st_ptr + rows[:, None] * WS + O_CAM + c4[None, :], mask=ok3, other=0.0)
         nonfinite = (tl.sum(tl.where(okx & ~_finite(x), 1, 0), axis=1)
                      + tl.sum(tl.where(ok3 & ~_finite(cam), 1, 0), axis=1))
-        valid = ((tl.load(f_b + F_VALID, mask=row_ok, other=0) != 0) & (tl.load(f_b + F_DIV1, mask=row_ok, other=0) == 0)
+        valid = ((tl.load(f_b + F_VALID, mask=row_ok, other=0) != 0)
+                 & (tl.load(f_b + F_DIV1, mask=row_ok, other=0) == 0)
                  & (tl.load(f_b + F_DIV2, mask=row_ok, other=0) == 0) & _finite(total) & (nonfinite == 0))
         okp = row_ok[:, None] & (c < 72)[None, :]
         pose_in = tl.load(pose_ptr + rows[:, None] * 72 + c[None, :], mask=okp, other=0.0)
