@@ -131,3 +131,23 @@ def test_batch_stop_kernel_equals_reference(assets, bodies, dtype):  # noqa: F81
     ok = out.valid
     torch.testing.assert_close(out.total_loss[ok], ref.total_loss[ok], rtol=tol["loss"], atol=0)
     torch.testing.assert_close(out.pose[ok], ref.pose[ok], atol=tol["pose"], rtol=0)
+
+
+@pytest.mark.slow
+def test_kernel_two_programs_equal_autograd_fit(assets, bodies):  # noqa: F811
+    """17 rows: grid = 2 programs, the second block masked past row 16; fp64, 5 + 5."""
+    _needs_interpreter()
+    consts, opts, autograd_fit = fitters(bodies[torch.float64], assets["gmm"], "spin", 5)
+    _, kp, (pose, betas, cam) = synthetic_batch(assets, 17, seed=6, kp_noise=2.0, random_conf=True)
+    pose, kp = pose.clone(), kp.clone()
+    pose[16, 3] = float("inf")  # the masked block's one row is invalid
+    kp[1, :, 2] = 0.0
+    inputs = [t.to(torch.float64) for t in (pose, betas, cam, kp, torch.full((17, 2), 112.0))]
+    out = smplify_fit_triton(consts, opts, *inputs)
+    ref = autograd_fit(*inputs)
+    assert torch.equal(out.valid, ref.valid) and out.valid.tolist().count(False) == 2
+    assert torch.equal(out.iterations, ref.iterations)
+    ok = out.valid
+    torch.testing.assert_close(out.total_loss[ok], ref.total_loss[ok], rtol=1e-10, atol=0)
+    torch.testing.assert_close(out.pose[ok], ref.pose[ok], atol=1e-10, rtol=0)
+    assert torch.allclose(out.pose[~ok], pose.double()[~ok], equal_nan=True, atol=0, rtol=0)
