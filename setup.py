@@ -6,6 +6,9 @@ No hardware is probed here: the Triton/torch choice is made per call from the te
 """
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+VIDEO = ["av>=12"]
+
 setup(
     name="spin_fast",
     version="0.1.0",
@@ -33,7 +36,13 @@ setup(
         # the `torchvision` loader (nvJPEG decode on the GPU without DALI): needs the torchvision
         # built for the installed torch, which the CPU-only torch wheels do not have beside them
         "gpu": ["torchvision>=0.19"],
-        # pytest-xdist: the README's test command runs the suite on every core (`-n auto`)
-        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
+        # `python -m spin_fast.export` and `evaluate --onnx`: torch's ONNX exporter needs onnx and onnxscript;
+        # the exported file is checked and run by onnxruntime
+        "export": EXPORT,
+        # `python -m spin_fast.demo --video`: PyAV reads and writes video with its own bundled FFmpeg
+        "video": VIDEO,
+        # pytest-xdist: the README's test command runs the suite on every core (`-n auto`); the export
+        # and video packages so that their tests run in CI too
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"] + EXPORT + VIDEO,
     },
 )

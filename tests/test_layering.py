@@ -2,7 +2,7 @@
 spin_fast modules, and every import points down the layer order
 
     kernels -> base (constants, config, errors, cli, atomic, geometry, render, metrics, progress, plots, ...) -> body, assets
-            -> smplify, model, data -> train, evaluate, demo
+            -> smplify, model, data -> train, evaluate, demo, fit, export
 
 A module may import its own package and any lower layer; packages of one layer stay independent of
 each other. Imports inside functions count as much as top-level ones.
@@ -22,7 +22,7 @@ LAYERS = [
       "spin_fast.errors", "spin_fast.cli", "spin_fast.run_lock")],
     [("spin_fast.body",), ("spin_fast.assets",)],
     [("spin_fast.smplify",), ("spin_fast.model",), ("spin_fast.data",)],
-    [("spin_fast.train",), ("spin_fast.evaluate",), ("spin_fast.demo",), ("spin_fast.fit",)],
+    [("spin_fast.train",), ("spin_fast.evaluate",), ("spin_fast.demo",), ("spin_fast.fit",), ("spin_fast.export",)],
 ]
 
 

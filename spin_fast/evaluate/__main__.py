@@ -1,4 +1,4 @@
-"""`python -m spin_fast.evaluate --checkpoint CKPT | --work-dir RUN [--data-root DIR] [--dataset NAME|all]
+"""`python -m spin_fast.evaluate --checkpoint CKPT | --onnx FILE | --work-dir RUN [--data-root DIR] [--dataset NAME|all]
 [--batch-size N] [--bf16] [--channels-last] [--out results.json] [--histogram errors.png]`:
 the SPIN test sets, each beside the mean-pose baseline on the same samples, and images/s.
 
@@ -10,7 +10,9 @@ Test sets (`--dataset`, default pw3d; `all` = every one whose file is under the 
 (spin_fast.evaluate.runner says how each is scored.)
 
 Without --data-root (or $SPIN_FAST_DATA_ROOT) it evaluates on the synthetic test splits, rendered on
-first use. `--mean-pose` instead of `--checkpoint` scores the mean-parameter baseline alone.
+first use. `--mean-pose` instead of `--checkpoint` scores the mean-parameter baseline alone; `--onnx FILE`
+scores a network exported by `python -m spin_fast.export` (run by onnxruntime on the CPU in place of the
+torch network; the data, SMPL and metrics are the same).
 `--work-dir RUN` (a training work dir) evaluates RUN/checkpoints/latest.pth unless --checkpoint is
 given, and adds the metrics to RUN's TensorBoard events (`eval/<dataset>/<metric>` at the checkpoint's step).
 """
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     what = ap.add_mutually_exclusive_group()
     what.add_argument("--checkpoint", help="HMR weights: mmhuman3d .pth, SPIN model_checkpoint.pt or spin_fast")
     what.add_argument("--mean-pose", action="store_true", help="score the mean pose/shape baseline (no network)")
+    what.add_argument("--onnx", help="an HMR network exported by python -m spin_fast.export (run by onnxruntime)")
     ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
     ap.add_argument("--dataset", default="pw3d", help="a test set: pw3d (default), h36m-p1, h36m-p2, mpi-inf-3dhp, "
                                                       "or all (every test set whose file is under the data root)")
@@ -54,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "go to its TensorBoard events")
     ap.add_argument("--no-baseline", action="store_true", help="do not score the mean pose beside the checkpoint")
     return ap
+
+
+def onnx_predictor(net):
+    """predict(img) of an exported network (spin_fast.model.onnx.OnnxHMR): its only change to the protocol."""
+    def predict(img: torch.Tensor):
+        out = net(img)
+        return out.rotmat, out.betas
+
+    return predict
 
 
 def _checkpoint_step(path: str) -> int | None:
@@ -139,10 +151,12 @@ def _line(metrics: dict) -> str:
 def main(argv=None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
-    if args.work_dir and not args.checkpoint and not args.mean_pose:
+    if args.work_dir and not args.checkpoint and not args.mean_pose and not args.onnx:
         args.checkpoint = os.path.join(args.work_dir, "checkpoints", "latest.pth")
-    if not args.checkpoint and not args.mean_pose:
-        ap.error("one of --checkpoint, --mean-pose or --work-dir is required")
+    if not args.checkpoint and not args.mean_pose and not args.onnx:
+        ap.error("one of --checkpoint, --onnx, --mean-pose or --work-dir is required")
+    if args.onnx and (args.bf16 or args.channels_last):
+        raise EvaluateError("--bf16 and --channels-last set the torch network; an --onnx file runs as exported")
     from spin_fast.config import default_device
     from spin_fast.data import BackendUnavailable, HumanDataError, build_eval_loader, choose_backend
     from spin_fast.data.datasets import DATASETS
@@ -155,6 +169,8 @@ def main(argv=None) -> dict:
         chosen_test_sets(args.dataset, None)  # a wrong name before anything is loaded
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         raise SystemExit(f"--checkpoint {args.checkpoint} does not exist")
+    if args.onnx and not os.path.isfile(args.onnx):
+        raise SystemExit(f"--onnx {args.onnx} does not exist")
     if args.work_dir and not os.path.isdir(args.work_dir):
         raise SystemExit(f"--work-dir {args.work_dir} is not a folder")
     from spin_fast.atomic import check_writable
@@ -178,6 +194,11 @@ def main(argv=None) -> dict:
     amp = torch.bfloat16 if args.bf16 else None
     if args.mean_pose:
         predict, backbone = mean_pose_predictor(paths.mean_params), None
+    elif args.onnx:
+        from spin_fast.model.onnx import OnnxHMR
+
+        net = OnnxHMR(args.onnx)
+        predict, backbone = onnx_predictor(net), net.metadata.get("backbone")
     else:
         model = load_model(args.checkpoint, paths.mean_params, args.backbone, trust=args.trust_checkpoint,
                            device=device)
@@ -187,8 +208,10 @@ def main(argv=None) -> dict:
     baseline = None if args.mean_pose or args.no_baseline else mean_pose_predictor(paths.mean_params)
     from spin_fast.progress import Progress
 
-    what = "mean pose" if args.mean_pose else "checkpoint"
+    what = "mean pose" if args.mean_pose else "onnx" if args.onnx else "checkpoint"
     settings = f"{device}, {'bf16' if args.bf16 else 'fp32'}{', channels_last' if args.channels_last else ''}"
+    if args.onnx:
+        settings = f"onnxruntime cpu, {device}"
     results, per_sample = {}, {}
     for name in names:
         spec = DATASETS[name]
@@ -218,6 +241,7 @@ def main(argv=None) -> dict:
     common = {
         "data_root": str(paths.root), "synthetic": synthetic,
         "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None,
+        "onnx": os.path.abspath(args.onnx) if args.onnx else None,
         "mean_pose": args.mean_pose, "backbone": backbone, "batch_size": args.batch_size, "bf16": args.bf16,
         "channels_last": args.channels_last, "device": str(device), "torch": torch.__version__,
         "published_3dpw": PUBLISHED,
@@ -230,7 +254,7 @@ def main(argv=None) -> dict:
     if args.histogram:
         from spin_fast.plots import error_histogram_figure, save_png
 
-        title = "mean pose" if args.mean_pose else os.path.basename(args.checkpoint)
+        title = "mean pose" if args.mean_pose else os.path.basename(args.onnx or args.checkpoint)
         panels, base, labels, units = {}, {}, {}, {}
         for n, ps in per_sample.items():
             for k, v in ps.items():
