@@ -274,7 +274,8 @@ def test_demo_writes_over_nothing(data_root, weights, tmp_path):  # noqa: F811
     # a.jpg and a.png: two outputs, each named after its whole input name
     out = tmp_path / "renders"
     assert cli("demo", *common, "--out", out).returncode == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.jpg.overlay.png", "a.png.overlay.png", "predictions.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg.overlay.png", "a.jpg.person0.obj", "a.png.overlay.png",
+                                                     "a.png.person0.obj", "predictions.json", "smpl_params.npz"]
     assert set(json.loads((out / "predictions.json").read_text())) == {"a.jpg", "a.png"}
     first = hashes(out)
     # a second run into the same --out: refused without --overwrite, the first run's files unchanged
