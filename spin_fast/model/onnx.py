@@ -21,8 +21,10 @@ onnx, onnxscript (torch's exporter) and onnxruntime are the optional extra `expo
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -87,10 +89,18 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, batch: int | None = 1
     wrapped = _Exportable(model).eval()
     example = example_crops(2 if batch is None else batch, input_res)
     dynamic = {INPUT: {0: torch.export.Dim("batch", min=1)}} if batch is None else None
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
+        # the exporter's notes on ops this network does not use (torchvision's) and on its own internals
+        exporter_log.setLevel(logging.ERROR)
+        warnings.simplefilter("ignore", FutureWarning)
         onnx_path = Path(tmp) / "model.onnx"
-        torch.onnx.export(wrapped, (example,), str(onnx_path), input_names=[INPUT], output_names=list(OUTPUTS),
-                          dynamic_shapes=dynamic, dynamo=True, external_data=False, verbose=False)
+        try:
+            torch.onnx.export(wrapped, (example,), str(onnx_path), input_names=[INPUT], output_names=list(OUTPUTS),
+                              dynamic_shapes=dynamic, dynamo=True, external_data=False, verbose=False)
+        finally:
+            exporter_log.setLevel(level)
         proto = onnx.load(str(onnx_path))
     props = {"producer": "spin_fast", "input": f"{INPUT} (B, 3, {input_res}, {input_res}) float32 RGB, "
              "(pixel - mean) / std", "mean": str(IMAGENET_MEAN), "std": str(IMAGENET_STD),
