@@ -28,7 +28,7 @@ from spin_fast.constants import LANDMARK_VERTEX_IDS, NUM_JOINTS, SMPL_54_TO_49
 from spin_fast_kernels.joints_only import joints_only as joints_only_op
 from spin_fast_kernels.joints_only.reference import fold_regressor
 from spin_fast_kernels.kinematic_chain import kinematic_chain, rodrigues, rodrigues_chain
-from spin_fast_kernels.skinning import skinning
+from spin_fast_kernels.skinning import SkinningBasis, skinning, skinning_basis
 
 JOINT_SETS = ("smpl_24", "smpl_45", "smpl_54", "smpl_49", "h36m_17")
 NUM_LANDMARKS = len(LANDMARK_VERTEX_IDS)
@@ -100,6 +100,10 @@ class BodyModel(torch.nn.Module):
         # Rest joints without the mesh: J_regressor . (v_template + shapedirs . betas).
         self.register_buffer("J_template", buf(J_regressor @ v_template))  # (24, 3)
         self.register_buffer("J_shapedirs", buf(np.einsum("jv,vcs->jcs", J_regressor, shapedirs)))
+        # The model arrays as the torch skinning path reads them (coordinate-major), laid out once.
+        for name, t in zip(("v_template", "dirs", "weights_t"),
+                           skinning_basis(*(t64(a) for a in (v_template, shapedirs, posedirs, weights)))):
+            self.register_buffer(f"skin_{name}", t.to(dtype), persistent=False)
 
         # Vertex-regressed joint groups, as (rows, V) regressors; landmarks are one-hot rows.
         groups: dict[str, np.ndarray] = {}
@@ -196,21 +200,25 @@ class BodyModel(torch.nn.Module):
             raise _shape_error("transl", transl, f"({B}, 3) or None")
         return B
 
-    def _pose(self, betas, body_pose, global_orient, B):
-        """Steps 1-4: rotations, pose feature, posed joints, transforms."""
+    def _pose(self, betas, body_pose, global_orient, B, skin: bool = True):
+        """Steps 1-4: rotations, pose feature, posed joints, transforms. skin=False: the posed joints
+        are all the caller needs (pose feature None; the torch path then skips the transforms too)."""
         dtype = self.v_template.dtype
         betas = betas.to(dtype)
-        rest = self.J_template + torch.einsum("bs,jcs->bjc", betas, self.J_shapedirs)  # (B, 24, 3)
+        rest = torch.addmm(self.J_template.view(1, -1), betas, self.J_shapedirs.view(-1, self.num_betas).t())
+        rest = rest.view(B, NUM_JOINTS, 3)  # J_template + J_shapedirs . betas
         nb = NUM_JOINTS - 1
         if body_pose.shape in ((B, nb * 3), (B, nb, 3)) and global_orient.shape in ((B, 3), (B, 1, 3)):
             # axis-angle in: Rodrigues and the chain in one fused op (one launch each way on CUDA)
             aa = torch.cat([global_orient.reshape(B, 1, 3), body_pose.reshape(B, nb, 3)], dim=1).to(dtype)
-            rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list)
+            rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list, need_transforms=skin)
         else:
             rotmats = self._rotmats(body_pose, global_orient, B)  # (B, 24, 3, 3)
             posed_joints, transforms = kinematic_chain(rotmats, rest, self.parents_list)
-        eye = torch.eye(3, dtype=dtype, device=rotmats.device)
-        pose_feature = (rotmats[:, 1:] - eye).reshape(B, -1)  # (B, 207)
+        pose_feature = None
+        if skin:
+            eye = torch.eye(3, dtype=dtype, device=rotmats.device)
+            pose_feature = (rotmats[:, 1:] - eye).reshape(B, -1)  # (B, 207)
         return betas, rotmats, pose_feature, posed_joints, transforms
 
     def _assemble(self, posed_joints, vertex_joints, transl, joint_set):
@@ -230,8 +238,9 @@ class BodyModel(torch.nn.Module):
         Returns BodyOutput(vertices (B, V, 3), joints (B, J, 3), rotmats (B, 24, 3, 3))."""
         B = self._check(betas, transl, joint_set)
         betas, rotmats, pose_feature, posed_joints, transforms = self._pose(betas, body_pose, global_orient, B)
+        basis = SkinningBasis(self.skin_v_template, self.skin_dirs, self.skin_weights_t)
         vertices = skinning(betas, pose_feature, transforms, self.v_template, self.shapedirs,
-                            self.posedirs, self.lbs_weights)  # (B, V, 3)
+                            self.posedirs, self.lbs_weights, basis=basis)  # (B, V, 3)
         reg = getattr(self, f"{joint_set}_regressor")
         vertex_joints = torch.einsum("jv,bvc->bjc", reg, vertices) if reg.shape[0] else posed_joints[:, :0]
         joints = self._assemble(posed_joints, vertex_joints, transl, joint_set)
@@ -243,8 +252,8 @@ class BodyModel(torch.nn.Module):
                     transl: torch.Tensor | None = None, joint_set: str = "smpl_49") -> torch.Tensor:
         """Same inputs as `forward`; returns only joints (B, J, 3), without building the vertices."""
         B = self._check(betas, transl, joint_set)
-        betas, _, pose_feature, posed_joints, transforms = self._pose(betas, body_pose, global_orient, B)
         n = getattr(self, f"{joint_set}_regressor").shape[0]
+        betas, _, pose_feature, posed_joints, transforms = self._pose(betas, body_pose, global_orient, B, skin=n > 0)
         if n:
             vertex_joints = joints_only_op(
                 betas, pose_feature, transforms, getattr(self, f"{joint_set}_coeffs"),

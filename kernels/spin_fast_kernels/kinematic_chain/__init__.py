@@ -2,9 +2,11 @@
 
 `rodrigues(axis_angle)`, `kinematic_chain(rotmats, rest_joints, parents)` and the fused
 `rodrigues_chain(axis_angle, rest_joints, parents)` run the Triton kernels when
-`_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and the torch
-references otherwise (`rodrigues_torch`, `kinematic_chain_torch`, and their composition for the
-fused op). Every Triton path has hand-written backward kernels.
+`_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and torch otherwise:
+the references `rodrigues_torch` and `kinematic_chain_torch`, and for the fused op
+`rodrigues_chain_cpu` (cpu.py: planar layout, backward written out; its oracle is
+`rodrigues_chain_torch`, the references' composition). Every Triton path has hand-written backward
+kernels.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from typing import Sequence
 import torch
 
 from .._dispatch import use_triton
+from .cpu import rodrigues_chain_cpu
 from .reference import kinematic_chain_torch, rodrigues_torch
 
-__all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_chain", "rodrigues_chain_torch",
-           "rodrigues_torch"]
+__all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_chain", "rodrigues_chain_cpu",
+           "rodrigues_chain_torch", "rodrigues_torch"]
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -56,11 +59,13 @@ def rodrigues_chain_torch(
 
 
 def rodrigues_chain(
-    axis_angle: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    axis_angle: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int], need_transforms: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """axis_angle (B, J, 3) local rotations; rest_joints (B, J, 3); parents as for kinematic_chain.
     Returns rotmats (B, J, 3, 3) (for the pose feature), posed_joints (B, J, 3), transforms
-    (B, J, 3, 4); the Triton path is one kernel each way (rotations never round-trip alone)."""
+    (B, J, 3, 4); the Triton path is one kernel each way (rotations never round-trip alone). The torch
+    path's outputs are batch-major views of planar tensors, and it skips the transforms (None) where
+    need_transforms is False."""
     from .function import check_rodrigues_chain_args
 
     parents = check_rodrigues_chain_args(axis_angle, rest_joints, parents)
@@ -68,4 +73,4 @@ def rodrigues_chain(
         from .function import rodrigues_chain_triton
 
         return rodrigues_chain_triton(axis_angle, rest_joints, parents)
-    return rodrigues_chain_torch(axis_angle, rest_joints, parents)
+    return rodrigues_chain_cpu(axis_angle, rest_joints, parents, need_transforms)

@@ -1,0 +1,88 @@
+"""Blend shapes + linear blend skinning with the backward written out: the torch path of `skinning`
+(made for the CPU, runs on any device; reference.py stays its oracle, equal to rounding).
+
+Math (reference.py), with x = [betas | pose_feature] (B, K), the model arrays laid out once by
+`skinning_basis` as coordinate-major rows (component c of vertex v at column c V + v):
+    v_posed = v_template + x dirs                         (B, 3, V): one product
+    T_v = sum_b w_vb A_b                                  (3, 4, B, V): one product (A planar, 12 B x 24)
+    vertices_c = T_v[c, 3] + sum_k T_v[c, k] v_posed_k    (3, B, V): three multiply-adds
+Backward from g = dL/dvertices:
+    dL/dT_v[c, k] = g_c v_posed_k (dL/dT_v[c, 3] = g_c),   dL/dA = W^T dL/dT_v       (one product)
+    dL/dv_posed_k = sum_c T_v[c, k] g_c,                   dL/dx = dL/dv_posed dirs^T (one product)
+The vertices come back as a (B, V, 3) view of a coordinate-major (3, B, V) tensor: every product and
+multiply-add above then runs over contiguous rows of V, with no per-vertex 3 x 4 products.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .._dispatch import compiled
+
+
+class SkinningBasis(NamedTuple):
+    """The model arrays of `skinning` laid out for this path (build once with `skinning_basis`)."""
+
+    v_template: torch.Tensor  # (3 V,) coordinate-major
+    dirs: torch.Tensor  # (S + 207, 3 V): shapedirs then posedirs, coordinate-major
+    weights_t: torch.Tensor  # (24, V) lbs_weights transposed
+
+
+def skinning_basis(v_template: torch.Tensor, shapedirs: torch.Tensor, posedirs: torch.Tensor,
+                   lbs_weights: torch.Tensor) -> SkinningBasis:
+    """v_template (V, 3), shapedirs (V, 3, S), posedirs (V, 3, 207), lbs_weights (V, 24)."""
+    dirs = torch.cat([shapedirs, posedirs], -1).permute(2, 1, 0).reshape(-1, 3 * v_template.shape[0])
+    return SkinningBasis(v_template.t().reshape(-1).contiguous(), dirs.contiguous(),
+                         lbs_weights.t().contiguous())
+
+
+def _forward(betas, pose_feature, transforms, v_template, dirs, weights_t):
+    """vertices (B, V, 3) and the saved tensors (v_posed (B, 3, V), T_v (3, 4, B, V))."""
+    B, V = betas.shape[0], weights_t.shape[1]
+    x = torch.cat([betas, pose_feature], 1)
+    vp = torch.addmm(v_template, x, dirs).view(B, 3, V)
+    A = transforms.permute(1, 2, 3, 0).reshape(weights_t.shape[0], 12 * B)  # planar (24, 12 B)
+    Tv = torch.mm(A.t(), weights_t).view(3, 4, B, V)
+    out = torch.addcmul(Tv[:, 3], Tv[:, 0], vp[:, 0]).addcmul_(Tv[:, 1], vp[:, 1]).addcmul_(Tv[:, 2], vp[:, 2])
+    return out.permute(1, 2, 0), vp, Tv
+
+
+def _backward(g, vp, Tv, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
+    """(dL/dbetas, dL/dpose_feature, dL/dtransforms), None where not needed."""
+    B, _, V = vp.shape
+    gp = g.permute(2, 0, 1)  # (3, B, V)
+    g_betas = g_pose = g_transforms = None
+    if need_transforms:
+        gTv = torch.cat([gp[:, None] * vp.transpose(0, 1)[None], gp[:, None]], 1)  # (3, 4, B, V)
+        gA = torch.mm(weights_t, gTv.view(12 * B, V).t())  # (24, 12 B) planar
+        g_transforms = gA.view(-1, 3, 4, B).permute(3, 0, 1, 2)
+    if need_x:
+        gv = torch.mul(Tv[0, :3], gp[0]).addcmul_(Tv[1, :3], gp[1]).addcmul_(Tv[2, :3], gp[2])  # (3, B, V)
+        gx = torch.mm(gv.transpose(0, 1).reshape(B, 3 * V), dirs.t())
+        g_betas, g_pose = gx[:, :num_betas], gx[:, num_betas:]
+    return g_betas, g_pose, g_transforms
+
+
+class _Skinning(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, betas, pose_feature, transforms, v_template, dirs, weights_t):
+        out, vp, Tv = compiled(_forward)(betas, pose_feature, transforms, v_template, dirs, weights_t)
+        ctx.save_for_backward(vp, Tv, dirs, weights_t)
+        ctx.num_betas = betas.shape[1]
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        need = ctx.needs_input_grad
+        grads = compiled(_backward)(g, *ctx.saved_tensors, ctx.num_betas, need[0] or need[1], need[2])
+        return (*grads, None, None, None)
+
+
+def skinning_cpu(betas: torch.Tensor, pose_feature: torch.Tensor, transforms: torch.Tensor,
+                 basis: SkinningBasis) -> torch.Tensor:
+    """betas (B, S); pose_feature (B, 207); transforms (B, 24, 3, 4); basis from `skinning_basis`.
+    Returns vertices (B, V, 3) (a view of a coordinate-major tensor), differentiable w.r.t. betas,
+    pose_feature and transforms."""
+    return _Skinning.apply(betas, pose_feature, transforms, *basis)
