@@ -41,6 +41,9 @@ setup(
         "export": EXPORT,
         # `python -m spin_fast.demo --video`: PyAV reads and writes video with its own bundled FFmpeg
         "video": VIDEO,
+        # the SMPL implementations benches/test_bench_body_peers.py times beside spin_fast (their
+        # equality tests skip without them); warp-lang runs body-models' Warp skinning on the CPU too
+        "bench": ["smplfitter>=0.6", "body-models>=0.26; python_version >= '3.11'", "warp-lang>=1.12"],
         # pytest-xdist: the README's test command runs the suite on every core (`-n auto`); the export
         # and video packages so that their tests run in CI too
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"] + EXPORT + VIDEO,

@@ -3,7 +3,10 @@
 Within each benchmark group the reference row (a name with a word `ref`, `reference`, `smplx` or `torch`,
 words split at anything not a letter or digit, so `torchvision_gpu` is not one) is compared
 with every other row timing the same passes (`fwd` with `fwd`, `fwd_bwd` with `fwd_bwd`): ratio =
-reference mean / row mean (> 1: ours is faster). With --markdown it
+reference mean / row mean (> 1: ours is faster). With `--anchor NAME` the rows whose name (the test id
+inside [...] where there is one) starts with NAME are ours and every other row is a peer to compare
+with them: ratio = peer mean / ours mean (> 1: ours is faster), e.g. `--anchor spin_fast` for
+benches/test_bench_body_peers.py. With --markdown it
 prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date).
 Save a run with `python -m pytest benches --benchmark-only --benchmark-json=benches/results/NAME.json`.
 """
@@ -42,7 +45,15 @@ def comparable(ref: str, other: str) -> bool:
     return a is None or b is None or a == b
 
 
-def rows(path: Path):
+def is_anchor(name: str, anchor: str) -> bool:
+    """The row's id (inside the brackets of a parametrized test) starts with `anchor`, followed by the end
+    or a character that is not a letter or digit (so `spin_fast` matches `spin_fast_fwd` and
+    `spin_fast_compiled_fwd` but not `spin_fastest`)."""
+    row = name[name.index("[") + 1:] if "[" in name else name
+    return re.match(re.escape(anchor) + r"(?![A-Za-z0-9])", row) is not None
+
+
+def rows(path: Path, anchor: str | None = None):
     data = json.loads(path.read_text())
     device = device_name(data.get("machine_info", {}))
     date = data.get("datetime", "")[:10]
@@ -50,6 +61,15 @@ def rows(path: Path):
     for b in data["benchmarks"]:
         groups[b.get("group") or b["name"]].append(b)
     for group, benches in sorted(groups.items()):
+        if anchor is not None:  # each peer (as the reference) against each of our rows
+            ours = [b for b in benches if is_anchor(b["name"], anchor)]
+            for b in ours:
+                for peer in benches:
+                    if is_anchor(peer["name"], anchor) or passes(peer["name"]) != passes(b["name"]):
+                        continue
+                    r, o = peer["stats"]["mean"], b["stats"]["mean"]
+                    yield group, peer["name"], b["name"], r, o, r / o, device, date
+            continue
         refs = [b for b in benches if is_reference(b["name"])]
         for ref in refs:
             for b in benches:
@@ -63,12 +83,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--anchor", help="rows whose name starts with this are ours, every other row a peer")
     args = ap.parse_args(argv)
     if args.markdown:
         print("| group | reference | ours | reference ms | ours ms | ratio | device | date |")
         print("|---|---|---|---|---|---|---|---|")
     for f in args.files:
-        for group, rn, on, r, o, ratio, device, date in rows(f):
+        for group, rn, on, r, o, ratio, device, date in rows(f, args.anchor):
             if args.markdown:
                 print(f"| {group} | {rn} | {on} | {1e3 * r:.3f} | {1e3 * o:.3f} | {ratio:.1f}x | {device} | {date} |")
             else:

@@ -49,6 +49,27 @@ def test_ratio_pairs_like_with_like(tmp_path):
     assert abs(got[("test_smplify[smplx_reference]", "test_smplify[fast]")][5] - 75.0) < 1e-9
 
 
+def test_ratio_anchor_compares_every_peer_with_ours(tmp_path):
+    """--anchor spin_fast: each peer row over spin_fast's rows of the same passes (> 1: ours faster)."""
+    ratio = _load("ratio")
+    p = _write(tmp_path, {"gpu": None}, [
+        _bench("test_body_peers[spin_fast_fwd-mesh-B64]", "peers-mesh-B64", 0.010),
+        _bench("test_body_peers[spin_fast_compiled_fwd-mesh-B64]", "peers-mesh-B64", 0.008),
+        _bench("test_body_peers[spin_fast_fwd_bwd-mesh-B64]", "peers-mesh-B64", 0.020),
+        _bench("test_body_peers[smplx_fwd-mesh-B64]", "peers-mesh-B64", 0.030),
+        _bench("test_body_peers[body_models_compiled_fwd-mesh-B64]", "peers-mesh-B64", 0.012),
+        _bench("test_body_peers[body_models_compiled_fwd_bwd-mesh-B64]", "peers-mesh-B64", 0.040),
+        _bench("test_body_peers[spin_fastest_fwd-mesh-B64]", "peers-mesh-B64", 0.050),
+    ])
+    got = {(r[1].split("[")[1].split("-")[0], r[2].split("[")[1].split("-")[0]): r[5]
+           for r in ratio.rows(p, anchor="spin_fast")}
+    assert set(got) == {(peer, ours) for ours in ("spin_fast_fwd", "spin_fast_compiled_fwd")
+                        for peer in ("smplx_fwd", "body_models_compiled_fwd", "spin_fastest_fwd")} | {
+        ("body_models_compiled_fwd_bwd", "spin_fast_fwd_bwd")}
+    assert abs(got[("smplx_fwd", "spin_fast_fwd")] - 3.0) < 1e-9
+    assert abs(got[("body_models_compiled_fwd_bwd", "spin_fast_fwd_bwd")] - 2.0) < 1e-9
+
+
 def test_ratio_names_the_cpu_when_there_is_no_gpu(tmp_path, capsys):
     ratio = _load("ratio")
     p = _write(tmp_path, {"gpu": None, "cpu": {"brand_raw": "AMD EPYC", "count": 2}},
