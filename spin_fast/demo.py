@@ -20,7 +20,9 @@ image is reported and skipped, the others go on.
 
 --video FILE (read with PyAV, the extra `video`) or a folder of frames (sorted by name; --fps):
 `<out>/<name>.overlay.mp4` (overlay | side view, one frame an input frame) and smpl_params.npz (one row a
-person a frame, with `frame_index`); an unreadable frame is reported and skipped.
+person a frame, with `frame_index`; image_path the video's name, or the frame's file name); an
+unreadable frame is reported and skipped. image_path is relative to the input folder (HumanData's
+convention), whose absolute path is `misc["image_root"]`.
 
 Nothing of the user's is written over: --out may not be the --images folder, and a folder that
 already holds files is used only with --overwrite (which replaces the demo's own files there, never
@@ -213,11 +215,11 @@ def mesh_name(image: Path, person: int, fmt: str) -> str:
     return f"{image.name}.person{person}.{fmt}"
 
 
-def check_outputs(out_dir: Path, inputs_dir: Path, files: list[Path], overwrite: bool, targets: list[Path],
+def check_outputs(out_dir: Path, inputs_dir: Path | None, files: list[Path], overwrite: bool, targets: list[Path],
                   what: str = "--images") -> None:
-    """Refuse an --out that is the inputs' folder, or that already holds files (unless `overwrite`),
-    or where an output would be one of the inputs."""
-    if out_dir.is_dir() and inputs_dir.is_dir() and os.path.samefile(out_dir, inputs_dir):
+    """Refuse an --out that is the inputs' folder (None: a single input file), or that already holds
+    files (unless `overwrite`), or where an output would be one of the inputs."""
+    if out_dir.is_dir() and inputs_dir is not None and inputs_dir.is_dir() and os.path.samefile(out_dir, inputs_dir):
         raise DemoError(f"--out {out_dir} is the {what} folder: the renders would be written among the "
                         "inputs; choose another folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
@@ -337,9 +339,11 @@ def person_records(people: People) -> list[dict]:
 
 
 class ParamsTable:
-    """The rows of smpl_params.npz (one a person), written atomically as HumanData."""
+    """The rows of smpl_params.npz (one a person), written atomically as HumanData: image_path relative
+    to `image_root` (HumanData's convention), which `misc` holds as an absolute path."""
 
-    def __init__(self):
+    def __init__(self, image_root: Path):
+        self.image_root = Path(image_root).resolve()
         self.rows: list[tuple[str, int, int, People]] = []  # (image path, frame index, person index, people)
 
     def add(self, image_path: str, people: People, frame_index: int = -1) -> None:
@@ -359,7 +363,8 @@ class ParamsTable:
         if video:
             extra["frame_index"] = np.array([i for _, i, _, _ in self.rows], np.int64)
         misc = {"camera": "pinhole, principal point (W/2, H/2), focal 5000 max(W, H) / 224 pixels; x right, y down, "
-                          "z forward; smpl.transl places each person in it", "gender": "neutral"}
+                          "z forward; smpl.transl places each person in it", "gender": "neutral",
+                "image_root": str(self.image_root)}
         data = humandata_smpl_bytes([p for p, _, _, _ in self.rows], col(lambda p, k: p.boxes[k]), pose[:, :3],
                                     pose[:, 3:], col(lambda p, k: p.betas[k]), col(lambda p, k: p.transl[k]),
                                     config="spin_fast_demo", misc=misc, extra=extra)
@@ -443,7 +448,7 @@ def run(argv=None) -> list[Path]:
     device, body, faces, model = _load(args)
     from spin_fast.mesh_io import write_mesh
 
-    written, predictions, skipped, table = [], {}, [], ParamsTable()
+    written, predictions, skipped, table = [], {}, [], ParamsTable(Path(args.images))
     for f in files:
         try:
             image = decode_image(f)
@@ -466,7 +471,7 @@ def run(argv=None) -> list[Path]:
         for r, m in zip(records, meshes):
             r["mesh"] = m.name
         predictions[f.name] = records if given.ndim == 2 else records[0]
-        table.add(str(f), people)
+        table.add(f.name, people)
         # after every image: a crash later keeps what is done
         atomic_write_bytes(out_dir / PREDICTIONS, (json.dumps(predictions, indent=1) + "\n").encode())
         table.write(out_dir / SMPL_PARAMS)
@@ -486,9 +491,9 @@ def _frames_folder(folder: Path):
 
     for i, f in enumerate(list_images(folder, "--video")):
         try:
-            yield i, decode_image(f), str(f)
+            yield i, decode_image(f), f.name
         except ImageError as e:
-            yield i, str(e), str(f)
+            yield i, str(e), f.name
 
 
 def run_video(args) -> list[Path]:
@@ -514,7 +519,7 @@ def run_video(args) -> list[Path]:
 
         reader = VideoReader(source)
         files, W, H, total, fps, inputs_dir = [source], reader.width, reader.height, reader.num_frames, reader.fps, None
-        frames = ((i, frame, str(source)) for i, frame in reader)
+        frames = ((i, frame, source.name) for i, frame in reader)
     if W is not None:
         for key, boxes in ([("every frame", every)] if every is not None else []) + sorted(per_frame.items()):
             for box in as_boxes(boxes):
@@ -525,13 +530,12 @@ def run_video(args) -> list[Path]:
     if total is not None and per_frame and max(per_frame) >= total:
         raise DemoError(f"--bboxes {args.bboxes}: frame {max(per_frame)} is past the last frame ({total - 1})")
     target = out_dir / (source.name + VIDEO_SUFFIX)
-    check_outputs(out_dir, inputs_dir if inputs_dir is not None else out_dir / "\0", files, args.overwrite,
-                  [target, out_dir / SMPL_PARAMS], what="--video")
+    check_outputs(out_dir, inputs_dir, files, args.overwrite, [target, out_dir / SMPL_PARAMS], what="--video")
     check_writable(out_dir, "--out")
     device, body, faces, model = _load(args)
     from spin_fast.video import VideoWriter
 
-    table, skipped, done = ParamsTable(), [], [0]
+    table, skipped, done = ParamsTable(source if source.is_dir() else source.parent), [], [0]
 
     def encode(fh):
         writer, size = None, None

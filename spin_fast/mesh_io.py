@@ -8,7 +8,8 @@ Every file is written atomically (spin_fast.atomic): a reader never sees half of
       image_path (N,) str, bbox_xywh (N, 5) [x, y, w, h, 1],
       smpl {global_orient (N, 3), body_pose (N, 23, 3), betas (N, 10) float32, transl (N, 3) float64}
       (axis-angle),
-      config str, misc dict, `__key_strict__` False, `__temporal_len__` N, `__keypoints_compressed__` False,
+      config str, misc dict, `__key_strict__` False, `__temporal_len__` N (`__data_len__` too, the name
+      mmhuman3d's earlier releases read), `__keypoints_compressed__` False,
   plus any further (N, ...) arrays given (`extra`: the camera, frame and person indices). As in
   HumanData, the dicts are 0-d object arrays: `np.load(f, allow_pickle=True)["smpl"].item()` gives the
   dict whose entries `smplx.SMPL(...)(**{k: torch.tensor(v) ...})` takes (body_pose flattened to 69).
@@ -71,7 +72,7 @@ def humandata_smpl_bytes(image_path: list[str], bbox_xywh: np.ndarray, global_or
             "body_pose": np.asarray(body_pose, np.float32).reshape(n, 23, 3),
             "betas": np.asarray(betas, np.float32).reshape(n, 10),
             "transl": np.asarray(transl, np.float64).reshape(n, 3)}
-    arrays = {"__key_strict__": np.array(False), "__temporal_len__": np.array(n),
+    arrays = {"__key_strict__": np.array(False), "__temporal_len__": np.array(n), "__data_len__": np.array(n),
               "__keypoints_compressed__": np.array(False),
               "image_path": np.asarray(image_path, dtype=str).reshape(n), "bbox_xywh": bbox,
               "smpl": _object(smpl), "config": np.array(config), "misc": _object(misc or {})}

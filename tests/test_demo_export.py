@@ -98,7 +98,8 @@ def test_two_people_meshes_params_and_smplx(synthetic_assets, checkpoint, body, 
     with np.load(out / "smpl_params.npz", allow_pickle=True) as f:
         hd = {k: f[k] for k in f.files}
     smpl = hd["smpl"].item()
-    assert list(hd["image_path"]) == [str(images / "a.png")] * 2 + [str(images / "b.png")]
+    assert list(hd["image_path"]) == ["a.png", "a.png", "b.png"]
+    assert hd["misc"].item()["image_root"] == str(images.resolve())
     np.testing.assert_array_equal(hd["bbox_xywh"], np.c_[boxes + [[0, 0, 90, 120]], np.ones(3)].astype(np.float32))
     assert smpl["body_pose"].shape == (3, 23, 3) and smpl["global_orient"].shape == (3, 3)
     assert smpl["betas"].shape == (3, 10) and smpl["transl"].shape == (3, 3)
@@ -106,6 +107,12 @@ def test_two_people_meshes_params_and_smplx(synthetic_assets, checkpoint, body, 
     np.testing.assert_allclose(hd["focal_length"], [5000 * 200 / 224] * 2 + [5000 * 120 / 224], rtol=1e-6)
     np.testing.assert_allclose(hd["principal_point"], [[100, 75], [100, 75], [45, 60]])
     assert not np.allclose(smpl["body_pose"][0], smpl["body_pose"][1])  # two crops, two predictions
+    from spin_fast.data.humandata import HumanData  # a HumanData reader takes the file as it is
+
+    read = HumanData(out / "smpl_params.npz")
+    assert len(read) == 3 and read.has_smpl.all()
+    np.testing.assert_array_equal(read.pose, np.c_[smpl["global_orient"], smpl["body_pose"].reshape(3, 69)])
+    np.testing.assert_array_equal(read.betas, smpl["betas"])
 
     # the files against the body model of the same parameters, and smplx.SMPL of the npz alone
     t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in smpl.items()}
@@ -210,7 +217,31 @@ def test_video_in_overlay_video_and_per_frame_params(synthetic_assets, checkpoin
     assert count_frames(written[0]) == 2
     with np.load(out2 / "smpl_params.npz", allow_pickle=True) as f:
         assert list(f["frame_index"]) == [0, 2]
-        assert list(f["image_path"]) == [str(folder / "0000.png"), str(folder / "0002.png")]
+        assert list(f["image_path"]) == ["0000.png", "0002.png"]
+
+
+def test_an_undecodable_video_frame_is_reported_and_skipped(synthetic_assets, checkpoint, tmp_path, capsys,
+                                                           monkeypatch):
+    av = pytest.importorskip("av")
+    import spin_fast.video
+
+    monkeypatch.setattr(spin_fast.video, "CODECS", ("mpeg4",))  # each packet one frame, a zeroed one fails
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [np.asarray(noise_image(64, 48, 20 + i)) for i in range(6)])
+    with av.open(str(clip)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(clip.read_bytes())
+    pos, size = packets[2]
+    data[pos:pos + size] = bytes(size)
+    clip.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    written = run(["--checkpoint", str(checkpoint), "--video", str(clip), "--out", str(out),
+                   "--data-root", str(synthetic_assets.root), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert f"skipped frame 2 of {clip}: cannot be decoded" in err and "1 skipped as unreadable: frame 2" in err, err
+    assert spin_fast.video.count_frames(written[0]) == 5
+    with np.load(out / "smpl_params.npz", allow_pickle=True) as f:
+        assert list(f["frame_index"]) == [0, 1, 3, 4, 5]
 
 
 def one_error(capsys, argv, *words):
