@@ -542,7 +542,7 @@ def run_video(args) -> list[Path]:
         with Progress(total, f"demo {source.name}", unit="img") as bar:
             for index, image, path in frames:
                 if isinstance(image, str):
-                    print(f"\nskipped {image}" if sys.stderr.isatty() else f"skipped {image}", file=sys.stderr)
+                    bar.write(f"skipped {image}")
                     skipped.append(index)
                     bar.update(1)
                     continue
@@ -551,8 +551,7 @@ def run_video(args) -> list[Path]:
                     writer, size = VideoWriter(fh, 2 * W, H, fps), (W, H)  # overlay | side view
                 elif (W, H) != size:
                     skipped.append(index)
-                    print(f"skipped frame {index} ({path}): {W} x {H} pixels, the video is {size[0]} x {size[1]}",
-                          file=sys.stderr)
+                    bar.write(f"skipped frame {index} ({path}): {W} x {H} pixels, the video is {size[0]} x {size[1]}")
                     bar.update(1)
                     continue
                 boxes = every if every is not None else per_frame.get(index, np.array([0.0, 0.0, W, H]))
@@ -567,7 +566,15 @@ def run_video(args) -> list[Path]:
             raise DemoError(f"--video {source}: none of its frames could be read")
         writer.close()
 
-    atomic_write(target, encode)
+    try:
+        atomic_write(target, encode)
+    except KeyboardInterrupt:
+        from spin_fast.errors import Interrupted
+
+        if table.rows:  # the frames done are kept; the video itself is not half-written
+            table.write(out_dir / SMPL_PARAMS, video=True)
+        raise Interrupted(f"frame {done[0] + len(skipped)}{f' of {total}' if total else ''} ({SMPL_PARAMS} holds the "
+                          f"{done[0]} frame(s) done; the overlay video was not written)") from None
     table.write(out_dir / SMPL_PARAMS, video=True)
     print(f"{source.name} -> {target} ({done[0]} frames" + (f", {len(skipped)} skipped as unreadable: frame "
           f"{', '.join(map(str, skipped[:10]))}{' ...' if len(skipped) > 10 else ''}" if skipped else "") + ")",
