@@ -183,7 +183,10 @@ def test_joint_loss_of_a_fit_is_the_results(assets):
     gt, kp, start = synthetic_batch(assets, 3, seed=6, kp_noise=3.0, random_conf=True)
     fitter = SMPLify(assets["body"], gmm=assets["gmm"], stage1_iters=5, stage2_iters=5)
     out = fitter(*start, kp)
-    torch.testing.assert_close(fitter.joint_loss(out.pose, out.betas, out.cam_t, kp), out.joint_loss)
+    # two float32 implementations of the body (BodyModel's torch path, the fit's own chain), each ~3e-7
+    # from float64: the squared pixel residuals carry that to ~1e-5 relative in the loss
+    torch.testing.assert_close(fitter.joint_loss(out.pose, out.betas, out.cam_t, kp), out.joint_loss, rtol=1e-4,
+                               atol=1e-5)
     # hand check of one joint: conf^2 * sum_xy GMoF(r), sigma 100
     with torch.no_grad():
         j = assets["body"].joints_only(out.betas, out.pose[:, 3:], out.pose[:, :3])
