@@ -1,7 +1,7 @@
 """The package's imports, read from the source (AST, nothing imported): no import circle between
 spin_fast modules, and every import points down the layer order
 
-    kernels -> base (constants, config, errors, cli, atomic, geometry, render, metrics, progress, plots, mesh_io,
+    kernels -> base (constants, recipes, config, errors, cli, atomic, geometry, render, metrics, progress, plots, mesh_io,
                video, ...) -> body, assets
             -> smplify, model, data -> train, evaluate, demo, fit, export
 
@@ -20,7 +20,8 @@ LAYERS = [
     [("spin_fast_kernels",)],
     [("spin_fast", "spin_fast.constants", "spin_fast.config", "spin_fast.atomic", "spin_fast.geometry",
       "spin_fast.render", "spin_fast.metrics", "spin_fast.progress", "spin_fast.plots", "spin_fast.safe_pickle",
-      "spin_fast.errors", "spin_fast.cli", "spin_fast.run_lock", "spin_fast.mesh_io", "spin_fast.video")],
+      "spin_fast.errors", "spin_fast.cli", "spin_fast.run_lock", "spin_fast.mesh_io", "spin_fast.video",
+      "spin_fast.recipes")],
     [("spin_fast.body",), ("spin_fast.assets",)],
     [("spin_fast.smplify",), ("spin_fast.model",), ("spin_fast.data",)],
     [("spin_fast.train",), ("spin_fast.evaluate",), ("spin_fast.demo",), ("spin_fast.fit",), ("spin_fast.export",)],

@@ -126,27 +126,36 @@ def test_progress_lines_on_a_non_terminal_stderr(run):
                          r"  SMPLify \d+ ms  fits \d+ ms \| loss [\d.e+-]+", ln), ln
 
 
-def test_the_timed_fitter_is_the_fitter_to_fit_in_loop():
-    """The step's timing wrapper passes calls, joint_loss and attributes (the SMPLify flavor that
-    fit_in_loop reads) through to the fitter, keeps the call's result and times it as 'smplify_fit'."""
-    from types import SimpleNamespace
-
-    from spin_fast.train.step import StepContext, _TimedFitter
+def test_fit_in_loop_times_the_smplify_call_and_returns_its_result():
+    """fit_in_loop times the fitter's call as phase 'smplify_fit' and hands its result back in the
+    Selection (the step logs SMPLify's own loss from it); joint_loss scores the stored fits."""
+    from spin_fast.smplify import FitsStore, SMPLifyResult
+    from spin_fast.smplify.in_loop import fit_in_loop
     from spin_fast.train.timing import PhaseTimer
 
+    B = 3
+
+    class Body:
+        def joints_only(self, betas, body_pose, orient, joint_set):
+            return torch.randn(betas.shape[0], 49, 3) + torch.tensor([0.0, 0.0, 40.0])
+
     class Fitter:
-        flavor = "spin"
+        flavor = "mmhuman3d"
 
         def __call__(self, pose, betas, cam, kp):
-            return SimpleNamespace(joint_loss=pose.sum(1))
+            z = torch.zeros(B)
+            return SMPLifyResult(pose, betas, cam, torch.full((B, 49), 0.01), z, z == 0, z.long().sum(),
+                                 torch.zeros(B, 2, dtype=torch.long))
 
         def joint_loss(self, pose, *rest):
-            return 2 * pose.sum(1)
+            return torch.full((B, 49), 1.0)
 
-    ctx = StepContext(model=None, body=None, fits=None, smplify=Fitter(), loss_weights={}, timer=PhaseTimer())
-    timed = _TimedFitter(ctx)
-    pose = torch.ones(3, 72)
-    assert timed.flavor == "spin"
-    assert torch.equal(timed(pose, None, None, None).joint_loss, torch.full((3,), 72.0))
-    assert timed.result.joint_loss.shape == (3,) and set(ctx.timer.read()) == {"smplify_fit"}
-    assert torch.equal(timed.joint_loss(pose), torch.full((3,), 144.0))
+    batch = {"dataset_id": torch.zeros(B, dtype=torch.long), "sample_index": torch.arange(B),
+             "flip": torch.zeros(B, dtype=torch.bool), "rot_deg": torch.zeros(B),
+             "keypoints2d": torch.cat([100 * torch.rand(B, 49, 2), torch.ones(B, 49, 1)], -1),
+             "pose": torch.zeros(B, 72), "betas": torch.zeros(B, 10), "has_smpl": torch.zeros(B, dtype=torch.bool)}
+    timer = PhaseTimer()
+    sel = fit_in_loop(Body(), Fitter(), FitsStore.filled({"d": B}), batch, torch.zeros(B, 72), torch.zeros(B, 10),
+                      torch.tensor([[0.0, 0.0, 40.0]]).repeat(B, 1), timer=timer)
+    assert set(timer.read()) == {"smplify_fit"}
+    assert torch.equal(sel.smplify.joint_loss, torch.full((B, 49), 0.01)) and sel.updated.all()

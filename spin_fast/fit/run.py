@@ -10,13 +10,16 @@ every fit lives in the dataset's own frame, the one the trainer's fits store kee
                  weak-perspective camera) on the test-time crop
     2. camera:   for mean / static starts, weighted least squares on the GT joints (all 49 where that
                  system is singular), as the trainer does for a stored fit
-    3. SMPLify:  the trainer's `spin_fast.smplify.SMPLify` (flavor 'mmhuman3d' or 'spin'), given the
-                 keypoints as the trainer gives them (`smplify.in_loop.spin_trainer_keypoints`)
+    3. SMPLify:  the trainer's `spin_fast.smplify.SMPLify` built from the preset's recipe
+                 (`spin_fast.recipes`: objective, iterations, ftol and its stop rule, keypoint
+                 normaliser), given the keypoints as that trainer gives them (`trainer_keypoints`)
     4. result:   fits SMPLify could not run (non-finite input, no visible keypoint) become the mean
-                 parameters; valid = SMPLify ran and the mean joint loss < FIT_VALID_THRESHOLD
+                 parameters; valid = SMPLify ran and the recipe's valid-fit rule holds (spin: mean
+                 joint loss < 100; mmhuman3d: summed < 10)
 
-Batches are fixed by the batch size alone (batch b = samples b*B .. (b+1)*B - 1) and SMPLify's
-samples are independent, so a batch's result depends on nothing else: a run resumed from saved
+Batches are fixed by the batch size alone (batch b = samples b*B .. (b+1)*B - 1) and a batch's fits
+depend on its own samples only (the mmhuman3d recipe's batch-wide stop couples the samples of one
+batch, never batches), so a batch's result depends on nothing else: a run resumed from saved
 progress, or split over processes (batch b on rank b % world), writes the same file as one
 uninterrupted run. Progress goes to `<out>.progress/` (one file per launch and rank, written
 atomically every `save_every` batches) and is removed once the fits file is written.
@@ -36,7 +39,8 @@ import torch
 import torch.distributed as dist
 
 from spin_fast.atomic import atomic_torch_save, atomic_write_json
-from spin_fast.constants import FIT_VALID_THRESHOLD, NUM_BETAS
+from spin_fast.constants import NUM_BETAS
+from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
 from spin_fast.errors import Interrupted, SpinFastError
 from spin_fast.run_lock import RunLock
 from spin_fast.smplify.fits import FIT_DIM
@@ -77,6 +81,15 @@ class FitConfig:
         if (self.init == "checkpoint") != (self.checkpoint is not None):
             raise ValueError("init 'checkpoint' needs a checkpoint, and a checkpoint needs init 'checkpoint'")
         return self
+
+
+def fit_recipe(cfg: FitConfig) -> SMPLifyRecipe:
+    """The preset's SMPLify recipe (spin_fast.recipes) with the config's iterations where given."""
+    import dataclasses
+
+    base = recipe(cfg.preset).smplify
+    return dataclasses.replace(base, **{k: getattr(cfg, k) for k in ("stage1_iters", "stage2_iters")
+                                        if getattr(cfg, k) is not None})
 
 
 @dataclass
@@ -131,9 +144,10 @@ def turned_around(fits: torch.Tensor) -> torch.Tensor:
 
 
 def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam: torch.Tensor | None,
-              fallback: torch.Tensor) -> dict[str, torch.Tensor]:
+              fallback: torch.Tensor, rec: SMPLifyRecipe | None = None) -> dict[str, torch.Tensor]:
     """SMPLify on one batch of labels (assemble_labels) from each start (B, 82) in `starts` (camera:
-    init_cam or the least-squares one); per sample the fit of lowest SMPLify objective wins. Returns
+    init_cam or the least-squares one); per sample the fit of lowest SMPLify objective wins. rec: the
+    SMPLify recipe (trainer keypoints, valid-fit rule; default the one of smplify.flavor). Returns
     the per-sample columns of `_COLUMNS` on the CPU."""
     from spin_fast.metrics import pw3d_metrics
     from spin_fast.smplify.in_loop import spin_trainer_keypoints
@@ -142,7 +156,8 @@ def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam:
     kp2d = labels["keypoints2d"].to(dev).float()
     B = kp2d.shape[0]
     # the keypoints as the trainer hands them to SMPLify (spin: joints 1, 9, 12, 27, 28 at confidence 0)
-    fit_kp = spin_trainer_keypoints(kp2d) if smplify.flavor == "spin" else kp2d
+    rec = recipe(smplify.flavor).smplify if rec is None else rec
+    fit_kp = spin_trainer_keypoints(kp2d) if rec.trainer_keypoints else kp2d
     with torch.no_grad():
         res = None
         for init_fit in starts:
@@ -163,7 +178,8 @@ def fit_batch(smplify, body, labels: dict, starts: list[torch.Tensor], init_cam:
         fits = torch.where(ok[:, None], torch.cat([res.pose, res.betas], 1), fallback.to(dev).expand(B, -1))
         cam = torch.where(ok[:, None], res.cam_t, torch.full_like(res.cam_t, float("nan")))
         loss = res.joint_loss.mean(-1)  # SPIN's fitting loss: the mean over the 49 joints
-        valid = ok & (loss < FIT_VALID_THRESHOLD)
+        rule = rec.valid_fit
+        valid = ok & ((loss if rule.reduction == "mean" else res.joint_loss.sum(-1)) < rule.threshold)
         px = torch.where(ok, reprojection_px(body, fits, torch.nan_to_num(cam), kp2d),
                          torch.full_like(loss, float("nan")))
         mpjpe = torch.full_like(loss, float("nan"))
@@ -318,8 +334,8 @@ def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: b
 
     # 1. models: the neutral body, SMPLify, the start
     body = BodyModel.from_paths(paths).to(device)
-    smplify = SMPLify(body, gmm_path=paths.gmm, stage1_iters=cfg.stage1_iters,
-                      stage2_iters=cfg.stage2_iters, flavor=cfg.preset)
+    rec = fit_recipe(cfg)
+    smplify = SMPLify(body, gmm_path=paths.gmm, **smplify_kwargs(rec))
     fallback = mean_fit(paths.mean_params).to(device)
     static = None
     if cfg.init == "static":
@@ -370,7 +386,7 @@ def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: b
                 else:  # facing the camera and facing away: a 2D fit rarely turns a body round by itself
                     starts = [fallback.expand(len(idx), -1), turned_around(fallback[None]).expand(len(idx), -1)]
                 init_cam = None
-            values = fit_batch(smplify, body, labels, starts, init_cam, fallback)
+            values = fit_batch(smplify, body, labels, starts, init_cam, fallback, rec)
             state.record(b, batches[b], values)
             state.seconds += time.perf_counter() - t0
             done = len(batches[b]) * world  # the other ranks' batches, roughly in step with this one's
@@ -429,7 +445,7 @@ def build_report(cfg: FitConfig, cols: dict, n: int, seconds: float, resumed_bat
     report = {
         "dataset": cfg.dataset, "output": str(out), "num_samples": n, "config": asdict(cfg),
         "device": str(device), "processes": world,
-        "valid_threshold": FIT_VALID_THRESHOLD, "num_valid": int(valid.sum()), "valid_fraction": float(valid.mean()),
+        "valid_rule": fit_recipe(cfg).valid_fit.describe(), "num_valid": int(valid.sum()), "valid_fraction": float(valid.mean()),
         "mean_reprojection_loss": float(loss[np.isfinite(loss)].mean()) if np.isfinite(loss).any() else None,
         "mean_reprojection_px": float(np.nanmean(px)) if np.isfinite(px).any() else None,
         "fits_per_s": fitted / seconds if seconds > 0 and fitted > 0 else None, "fit_seconds": seconds,

@@ -19,8 +19,10 @@ By default (fused=True) the whole fit, both stages and the bookkeeping below, ru
 0.4 of the loop's time at B = 64 on one thread), one Triton launch on CUDA; its result equals the loop's to rounding.
 fused=False runs the loop described above, gradients from autograd.
 
-Samples are independent: the objective is a sum of per-sample terms and Adam is elementwise, so a
-sample's fit does not depend on the batch. A sample whose inputs are not finite, that has no
+Samples are independent with stop='sample' (the default): the objective is a sum of per-sample
+terms and Adam is elementwise, so a sample's fit does not depend on the batch. stop='batch' is
+mmhuman3d's rule (`_optimize_stage`, mmhuman3d/models/registrants/smplify.py:381): the ftol test on the
+batch's summed loss stops every sample at once, so a fit then depends on its batch. A sample whose inputs are not finite, that has no
 keypoint of positive confidence to fit, or whose loss or gradient turns non-finite, is frozen (it
 never disturbs the others) and returned with its input fit, inf losses and valid = False.
 """
@@ -42,7 +44,7 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.smplify.camera import default_translation
-from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
+from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, STOPS, SMPLifyResult
 from spin_fast_kernels.gmm_prior import gmm_prior
 from spin_fast_kernels.gmm_prior.reference import gmm_constants
 from spin_fast_kernels.reprojection import reprojection_loss
@@ -78,15 +80,18 @@ def stage2_keep(keypoints2d: torch.Tensor) -> torch.Tensor:
 
 def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor, flavor: str = "spin",
                  focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
-                 center: torch.Tensor | None = None) -> torch.Tensor:
+                 center: torch.Tensor | None = None, kp_norm: float | None = None) -> torch.Tensor:
     """SPIN's get_fitting_loss: SMPLify's stage-2 data term per joint (B, 49) of posed joints
     (B, 49, 3) seen through cam_t (B, 3), against keypoints2d (B, 49, 3) crop pixels + confidence,
     with the joints SMPLify ignores at zero confidence. Units are the flavor's (SPIN: GMoF of pixel
     residuals, weighted conf^2; mmhuman3d: of squared normalised residuals, weighted conf): compare
-    only fits scored with the same flavor. center (B, 2): principal point (default the crop centre)."""
+    only fits scored with the same flavor. center (B, 2): principal point (default the crop centre);
+    kp_norm: S of mmhuman3d's normalised residual 2 r / S (default img_res; mmhuman3d's own is img_res - 1)."""
     conf = keypoints2d[..., 2] * stage2_keep(keypoints2d)
+    if center is None:
+        center = torch.full((joints.shape[0], 2), img_res / 2.0, dtype=joints.dtype, device=joints.device)
     return reprojection_loss(joints, cam_t, keypoints2d[..., :2], conf, focal_length, center, SMPLIFY_SIGMA,
-                             flavor, img_res, "none")
+                             flavor, float(img_res if kp_norm is None else kp_norm), "none")
 
 
 def _check_shape(name: str, t, shape: tuple) -> None:
@@ -105,6 +110,11 @@ class SMPLify:
     stage1_iters / stage2_iters: Adam steps per stage (default 100 + 100 'spin', 50 + 50 'mmhuman3d').
     flavor: 'spin' (SPIN's pixel-space SMPLify) or 'mmhuman3d' (docs/spin.md).
     ftol: relative loss change below which a sample stops (default 1e-4 for 'mmhuman3d', off for 'spin').
+    stop: what the ftol test reads and stops: 'sample' (default: each sample's own loss, the sample alone;
+    samples stay independent of their batch) or 'batch' (mmhuman3d's `_optimize_stage`: the summed loss
+    of the samples still moving; when it barely changes, every sample stops).
+    kp_norm: S of the 'mmhuman3d' objective's normalised residual e = 2 r / S (default img_res; mmhuman3d's
+    `_compute_loss` uses img_res - 1 = 223, which `spin_fast.recipes` sets). Unused by 'spin'.
     cuda_graph: capture each stage's iteration in a CUDA graph when the tensors are on CUDA (fused=False).
     gmm_normaliser: 'float32' (default: the GMM's per-component normaliser held in float32 before its
     log, as SPIN's and mmhuman3d's prior.py do) or 'float64' (exact).
@@ -115,9 +125,16 @@ class SMPLify:
     def __init__(self, body: BodyModel, gmm_path=None, *, gmm: dict | None = None, stage1_iters: int | None = None,
                  stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
-                 device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32", fused: bool = True):
+                 device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32", fused: bool = True,
+                 stop: str = "sample", kp_norm: float | None = None):
         if flavor not in FLAVORS:
             raise ValueError(f"SMPLify: flavor must be one of {FLAVORS}, got {flavor!r}")
+        if stop not in STOPS:
+            raise ValueError(f"SMPLify: stop must be one of {STOPS}, got {stop!r}")
+        self.stop = stop
+        self.kp_norm = float(img_res if kp_norm is None else kp_norm)
+        if not self.kp_norm > 0:
+            raise ValueError(f"SMPLify: kp_norm must be > 0, got {kp_norm!r}")
         if gmm_normaliser not in GMM_NORMALISERS:
             raise ValueError(f"SMPLify: gmm_normaliser must be one of {tuple(GMM_NORMALISERS)}, got {gmm_normaliser!r}")
         if "smpl_49" not in body.joint_sets:
@@ -174,11 +191,11 @@ class SMPLify:
                 angle_signs=self.angle_signs, stage2_keep=self.stage2_mask, torso=self.torso)
             self._fit_opts = FitOptions(
                 stage1_iters=self.stage1_iters, stage2_iters=self.stage2_iters, lr=self.lr,
-                focal_length=self.focal_length, img_res=float(img_res), kp_norm=float(img_res),
+                focal_length=self.focal_length, img_res=float(img_res), kp_norm=self.kp_norm,
                 units=0 if flavor == "spin" else 1, sigma=SMPLIFY_SIGMA, stage1_all_joints=self.cfg.stage1_all_joints,
                 depth_weight=self.cfg.depth_weight, angle_minus_one=self.cfg.angle_minus_one,
                 pose_prior_weight=SMPLIFY_POSE_PRIOR_WEIGHT ** 2, angle_prior_weight=SMPLIFY_ANGLE_PRIOR_WEIGHT ** 2,
-                shape_prior_weight=SMPLIFY_SHAPE_PRIOR_WEIGHT ** 2, ftol=self.ftol, batch_stop=False,
+                shape_prior_weight=SMPLIFY_SHAPE_PRIOR_WEIGHT ** 2, ftol=self.ftol, batch_stop=self.stop == "batch",
                 beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], eps=ADAM_EPS)
 
     # --- pieces of the objective --------------------------------------------------------------------
@@ -193,7 +210,7 @@ class SMPLify:
     def data_term(self, joints, cam_t, kp, conf, center, reduction: str = "sum") -> torch.Tensor:
         """Stage-2 robust reprojection term: (B,) or per joint (B, J) with reduction='none'."""
         return reprojection_loss(joints, cam_t, kp, conf, self.focal_length, center, SMPLIFY_SIGMA,
-                                 self.flavor, self.img_res, reduction)
+                                 self.flavor, self.kp_norm, reduction)
 
     def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
                    center: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,7 +220,8 @@ class SMPLify:
         with torch.no_grad():
             joints = self.body.joints_only(betas, pose[:, 3:], pose[:, :3], joint_set="smpl_49")
             kp = keypoints2d.to(torch.promote_types(keypoints2d.dtype, self.dtype))  # the confidence in the fit's precision
-            return fitting_loss(joints, cam_t, kp, self.flavor, self.focal_length, self.img_res, self._center(center, B))
+            return fitting_loss(joints, cam_t, kp, self.flavor, self.focal_length, self.img_res, self._center(center, B),
+                                self.kp_norm)
 
     def _center(self, center, B):
         if center is None:
@@ -219,7 +237,7 @@ class SMPLify:
             joints = torch.einsum("bij,bnj->bni", R, st["X0c"]) + st["sJ0"]  # R (X0 - s J0) + s J0
             t = x[:, 3:]
             total = reprojection_loss(joints, t, st["kp"], st["conf"], self.focal_length, st["center"],
-                                      st["sigma"], st["flavor"], self.img_res, "sum") + st["const"]
+                                      st["sigma"], st["flavor"], self.kp_norm, "sum") + st["const"]
             if self.cfg.depth_weight:
                 total = total + self.cfg.depth_weight * (t[:, 2] - st["tz0"]).square()
             (grad,) = torch.autograd.grad(total.sum(), x)
@@ -250,7 +268,13 @@ class SMPLify:
             x.sub_(torch.where(move[:, None], step, torch.zeros_like(step)))
             k.add_(1)
             st["steps"].add_(move)
-            if self.ftol > 0:  # mmhuman3d: stop once the loss before the step barely changed
+            if self.ftol > 0 and self.stop == "batch":  # mmhuman3d: the batch's summed loss before the step
+                prev = st["prev_sum"]
+                cur = torch.where(move, total, torch.zeros_like(total)).sum().reshape(1)
+                rel = (prev - cur).abs() / torch.clamp(torch.maximum(prev.abs(), cur.abs()), min=1.0)
+                active.logical_and_(~(rel < self.ftol))
+                prev.copy_(cur)
+            elif self.ftol > 0:  # each sample on its own loss before the step
                 prev = st["prev"]
                 rel = (prev - total).abs() / torch.clamp(torch.maximum(prev.abs(), total.abs()), min=1.0)
                 active.logical_and_(~(rel < self.ftol))
@@ -279,6 +303,7 @@ class SMPLify:
             "active": active.clone(), "diverged": torch.zeros_like(active),
             "steps": torch.zeros(x.shape[0], dtype=torch.long, device=self.device),
             "prev": torch.full((x.shape[0],), float("nan"), **kw),
+            "prev_sum": torch.full((1,), float("nan"), **kw),
         }
 
     # --- running a stage: eager, or a CUDA graph replayed -----------------------------------------------

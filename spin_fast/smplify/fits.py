@@ -10,7 +10,8 @@ Per training step (SPIN's trainer, `update_fits` in fitting.py drives it):
   2. compare their reprojection loss with SMPLify's new fit (`select_and_update`): the better one is
      kept and written back un-augmented (flip, then rotate back);
   3. the training target is the kept fit with extreme betas reset (any |beta| > 3 -> 0) and the ground
-     truth where has_smpl; valid_fit = mean joint loss < 100 | has_smpl.
+     truth where has_smpl; valid_fit = the recipe's rule on the kept fit's joint loss | has_smpl (SPIN:
+     mean over the 49 joints < 100; mmhuman3d: sum < 10, `spin_fast.recipes.ValidFitRule`).
 As in SPIN, the table keeps the raw better fit: the beta reset and the GT override shape the target only.
 """
 from __future__ import annotations
@@ -25,6 +26,10 @@ import torch
 from spin_fast.atomic import atomic_torch_save
 from spin_fast.constants import BETA_RESET_THRESHOLD, FIT_VALID_THRESHOLD, NUM_BETAS
 from spin_fast.geometry import flip_pose, rotate_global_orient
+from spin_fast.recipes import ValidFitRule
+from spin_fast.smplify.result import SMPLifyResult
+
+SPIN_VALID_FIT = ValidFitRule("mean", FIT_VALID_THRESHOLD)  # SPIN's rule, in its pixel units
 
 FIT_DIM = 72 + NUM_BETAS
 STATE_VERSION = 1
@@ -37,7 +42,8 @@ class Selection(NamedTuple):
     cam_t: torch.Tensor | None  # (B, 3) camera of the target (None when no cameras were given)
     joint_loss: torch.Tensor  # (B,) mean joint reprojection loss of the kept fit
     updated: torch.Tensor  # (B,) bool: the new fit replaced the stored one
-    valid_fit: torch.Tensor  # (B,) bool: joint_loss < threshold | has_smpl
+    valid_fit: torch.Tensor  # (B,) bool: the valid-fit rule holds for the kept fit | has_smpl
+    smplify: "SMPLifyResult | None" = None  # the fresh SMPLify fit of the batch (`fit_in_loop`), None without one
 
 
 def _as_bool(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -182,13 +188,19 @@ class FitsStore:
         stored_cam_t: torch.Tensor | None = None,
         new_cam_t: torch.Tensor | None = None,
         gt_cam_t: torch.Tensor | None = None,
-        valid_threshold: float = FIT_VALID_THRESHOLD,
+        valid_rule: ValidFitRule = SPIN_VALID_FIT,
     ) -> Selection:
         """Keep the better of the re-augmented stored fit and the new fit (both (B, 82), augmented
         frame), write the kept one back un-augmented, and build the training target.
 
         Losses are (B,) means over the 49 joints or (B, 49) per joint (averaged here). A non-finite
-        new loss or fit never replaces the stored one; a non-finite stored loss counts as +inf."""
+        new loss or fit never replaces the stored one; a non-finite stored loss counts as +inf.
+        valid_rule: which kept fits supervise (`ValidFitRule`; a 'sum' rule needs (B, 49) losses)."""
+        sums = None
+        if valid_rule.reduction == "sum":
+            if stored_loss.ndim != 2 or new_loss.ndim != 2:
+                raise ValueError("select_and_update: a 'sum' valid-fit rule needs per-joint (B, J) losses")
+            sums = (stored_loss.sum(-1), new_loss.sum(-1))
         stored_loss = stored_loss.mean(-1) if stored_loss.ndim == 2 else stored_loss
         new_loss = new_loss.mean(-1) if new_loss.ndim == 2 else new_loss
         inf = torch.full_like(stored_loss, float("inf"))
@@ -207,7 +219,11 @@ class FitsStore:
             target = torch.where(has_smpl[:, None], gt_fit.to(target), target)
             if cam_t is not None and gt_cam_t is not None:
                 cam_t = torch.where(has_smpl[:, None], gt_cam_t.to(cam_t), cam_t)
-        valid_fit = (loss < valid_threshold) | has_smpl
+        if sums is None:
+            rule_loss = loss
+        else:  # the kept fit's sum over the joints (a non-finite one fails the rule)
+            rule_loss = torch.where(update, sums[1], sums[0])
+        valid_fit = (torch.isfinite(rule_loss) & (rule_loss < valid_rule.threshold)) | has_smpl
         return Selection(target, cam_t, loss, update, valid_fit)
 
     # --- checkpointing ------------------------------------------------------------------------------

@@ -12,13 +12,15 @@
     5. write back: the better fit goes back to the store un-augmented (then to the other processes
                    through `sync`, when training with several)
     6. target:     the kept fit with extreme betas reset, the ground truth where has_smpl, and the
-                   valid mask (mean joint loss < 100, or has_smpl)
+                   valid mask (the recipe's `ValidFitRule` on the kept fit's joint loss, or has_smpl:
+                   SPIN's mean over the joints < 100, mmhuman3d's sum < 10)
 This is the block of SPIN's trainer between the network's forward and the losses (SPIN's
 `train_step`, nkolot/SPIN train/trainer.py); it is the only place the training step meets SMPLify.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Mapping, Protocol
 
 import torch
 
@@ -26,8 +28,9 @@ from spin_fast.body.model import Body
 from spin_fast.constants import FOCAL_LENGTH, IMG_RES
 from spin_fast.smplify.camera import estimate_camera_translation
 from spin_fast.smplify.fit import fitting_loss, stage2_keep
-from spin_fast.smplify.fits import FitsStore, Selection, reaugment
+from spin_fast.smplify.fits import SPIN_VALID_FIT, FitsStore, Selection, reaugment
 from spin_fast.smplify.result import SMPLifyResult
+from spin_fast.recipes import ValidFitRule
 
 BATCH_KEYS = ("dataset_id", "sample_index", "flip", "rot_deg", "keypoints2d", "pose", "betas", "has_smpl")
 
@@ -41,6 +44,12 @@ class Fitter(Protocol):
 
     def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
                    center: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class Timer(Protocol):
+    """What `fit_in_loop` times the SMPLify call with (spin_fast.train.timing.PhaseTimer)."""
+
+    def phase(self, name: str) -> ContextManager: ...
 
 
 SyncFits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (dataset_id, index, updated)
@@ -67,7 +76,8 @@ def spin_trainer_keypoints(keypoints2d: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mapping[str, torch.Tensor],
                 init_pose: torch.Tensor, init_betas: torch.Tensor, init_cam_t: torch.Tensor,
-                sync: SyncFits | None = None) -> Selection:
+                sync: SyncFits | None = None, *, valid_rule: ValidFitRule = SPIN_VALID_FIT,
+                trainer_keypoints: bool | None = None, timer: Timer | None = None) -> Selection:
     """One batch of SPIN's fits in the loop (see the module docstring); updates `fits` in place.
 
     body: the neutral body model (BodyModel or SmplxBody). fitter: SMPLify (or its reference), None to
@@ -76,9 +86,14 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     pixels + confidence, pose (B, 72) / betas (B, 10) ground truth and has_smpl (B,).
     init_pose (B, 72) axis-angle, init_betas (B, 10), init_cam_t (B, 3): SMPLify's starting point, in
     the augmented crop. sync: called as sync(dataset_id, sample_index, updated) after the write-back.
+    valid_rule: which kept fits supervise, in the fitter's units (SPIN's rule when there is no fitter:
+    the stored fits are then scored in SPIN's pixel units). trainer_keypoints: hand SMPLify SPIN's
+    trainer keypoints (`spin_trainer_keypoints`); None: when the fitter's flavor is 'spin'.
+    timer: times the SMPLify call as phase 'smplify_fit' (spin_fast.train.timing).
 
     Returns the `Selection` in the augmented frame: fit (B, 82) training target, cam_t (B, 3), joint_loss
-    (B,) mean over the joints of the kept fit, updated (B,) and valid_fit (B,) masks.
+    (B,) mean over the joints of the kept fit, updated (B,) and valid_fit (B,) masks, and smplify: the
+    fitter's `SMPLifyResult` (None without a fitter).
     """
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
@@ -94,13 +109,17 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     # 3. SMPLify from the initial guess; 4. both fits in the fitter's own units
     if fitter is not None:
         stored_loss = fitter.joint_loss(stored[:, :72], stored[:, 72:], stored_cam, kp2d)
-        fit_kp = spin_trainer_keypoints(kp2d) if getattr(fitter, "flavor", None) == "spin" else kp2d
-        res = fitter(init_pose, init_betas, init_cam_t, fit_kp)
+        if trainer_keypoints is None:
+            trainer_keypoints = getattr(fitter, "flavor", None) == "spin"
+        fit_kp = spin_trainer_keypoints(kp2d) if trainer_keypoints else kp2d
+        with timer.phase("smplify_fit") if timer is not None else nullcontext():
+            res = fitter(init_pose, init_betas, init_cam_t, fit_kp)
         new_fit, new_cam, new_loss = torch.cat([res.pose, res.betas], 1), res.cam_t, res.joint_loss
     else:
         stored_loss = fitting_loss(stored_joints, stored_cam, kp2d, "spin", FOCAL_LENGTH, IMG_RES)
         new_fit, new_cam = stored, stored_cam
         new_loss = torch.full_like(stored_loss, float("inf"))
+        res, valid_rule = None, SPIN_VALID_FIT
 
     # 5. keep the better, write it back; 6. the target (GT where has_smpl) and the valid mask
     gt_fit = torch.cat([batch["pose"].float(), batch["betas"].float()], 1)
@@ -108,7 +127,7 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     sel = fits.select_and_update(
         dataset_id, index, flip, rot_deg, stored, stored_loss, new_fit, new_loss,
         has_smpl=batch["has_smpl"].bool(), gt_fit=gt_fit, stored_cam_t=stored_cam, new_cam_t=new_cam,
-        gt_cam_t=gt_cam)
+        gt_cam_t=gt_cam, valid_rule=valid_rule)
     if sync is not None:
         sync(dataset_id, index, sel.updated)
-    return sel
+    return sel._replace(smplify=res)

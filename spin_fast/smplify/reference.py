@@ -10,9 +10,11 @@ out again.
 flavor 'mmhuman3d' is mmhuman3d's SMPLify with the SPIN config (docs/spin.md): projection normalised to
 [-1, 1], GMoF on the squared residual, linear confidence, angle prior (exp(s theta) - 1)^2 at
 body_pose[55, 58, 12, 15], stage 1 on all joints with every prior and no depth term, the ignored
-joints zeroed in both stages, ftol early stop. mmhuman3d stops the whole batch on the change of the
-summed loss; here each sample stops on its own loss (frozen: its parameters stop moving), which keeps
-samples independent (docs/spin.md) and equals running every sample alone.
+joints zeroed in both stages, ftol early stop. stop='batch' is mmhuman3d's rule (`_optimize_stage`:
+the whole batch stops once the summed loss barely changes); stop='sample' (the default) stops each
+sample on its own loss (frozen: its parameters stop moving), which keeps samples independent and
+equals running every sample alone. kp_norm is the S of the normalised residual 2 r / S (mmhuman3d's
+`_compute_loss`: img_res - 1).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.body.smplx_reference import smplx_body
-from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, SMPLifyResult
+from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, STOPS, SMPLifyResult
 
 
 class MaxMixturePrior(torch.nn.Module):
@@ -70,9 +72,13 @@ class SMPLifyReference:
     def __init__(self, smpl: dict, j_regressor_extra: np.ndarray, gmm: dict, stage1_iters: int | None = None,
                  stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
-                 device=None, dtype: torch.dtype = torch.float32):
+                 device=None, dtype: torch.dtype = torch.float32, stop: str = "sample", kp_norm: float | None = None):
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+        if stop not in STOPS:
+            raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
+        self.stop = stop
+        self.kp_norm = float(img_res if kp_norm is None else kp_norm)
         self.flavor = flavor
         d1, d2 = DEFAULT_ITERS[flavor]
         self.stage1_iters = d1 if stage1_iters is None else int(stage1_iters)
@@ -108,7 +114,7 @@ class SMPLifyReference:
         proj = project(joints, cam_t, self.focal_length, center)
         if self.flavor == "spin":
             return conf ** 2 * gmof(proj - kp, SMPLIFY_SIGMA).sum(-1)
-        S = self.img_res
+        S = self.kp_norm
         e2 = ((2 * proj / S - 1) - (2 * kp / S - 1)) ** 2  # F.mse_loss(..., reduction='none')
         return conf * gmof(e2, SMPLIFY_SIGMA).sum(-1)
 
@@ -124,11 +130,13 @@ class SMPLifyReference:
     # --- the fit --------------------------------------------------------------------------------------
     def _stage(self, params: list[torch.Tensor], loss_fn, iters: int, B: int) -> torch.Tensor:
         """Adam on `params` (each (B, n)); ftol > 0 freezes a sample once its relative loss change is
-        below ftol (mmhuman3d's test, on the loss before each step). Returns steps taken (B,)."""
+        below ftol (mmhuman3d's test, on the loss before each step); with stop='batch' the test reads the
+        summed loss of the moving samples and stops them all. Returns steps taken (B,)."""
         opt = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999))
         active = torch.ones(B, dtype=torch.bool, device=params[0].device)
         steps = torch.zeros(B, dtype=torch.long, device=params[0].device)
         prev = None
+        prev_sum = None
         for _ in range(iters):
             loss = loss_fn()  # (B,)
             opt.zero_grad()
@@ -136,10 +144,16 @@ class SMPLifyReference:
             before = [p.detach().clone() for p in params]
             opt.step()
             with torch.no_grad():
+                moved = active.clone()
                 for p, b in zip(params, before):
                     p.copy_(torch.where(active[:, None], p, b))
                 steps += active
-                if self.ftol > 0:
+                if self.ftol > 0 and self.stop == "batch":
+                    cur_sum = float(loss.detach()[moved].sum())
+                    if prev_sum is not None and abs(prev_sum - cur_sum) / max(abs(prev_sum), abs(cur_sum), 1.0) < self.ftol:
+                        active[:] = False
+                    prev_sum = cur_sum
+                elif self.ftol > 0:
                     cur = loss.detach()
                     if prev is not None:
                         rel = (prev - cur).abs() / torch.clamp(torch.maximum(prev.abs(), cur.abs()), min=1.0)

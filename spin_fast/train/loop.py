@@ -6,6 +6,7 @@ identical fits store because each step's fit updates are all-gathered and applie
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch.distributed as dist
 from spin_fast.config import configured_data_root, init_distributed  # noqa: F401 (also imported from here)
 from spin_fast.data.synth import open_data_root
 from spin_fast.model.checkpoint_import import unwrap
+from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
@@ -62,15 +64,21 @@ def _apply_optim_config(cfg: TrainConfig, optimizer, scheduler, steps_per_epoch:
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
+def smplify_recipe(cfg: TrainConfig) -> SMPLifyRecipe:
+    """The SMPLify recipe of the objective cfg.smplify.flavor names (its stop rule, keypoint normaliser,
+    trainer keypoints and valid-fit rule: spin_fast.recipes), with the config's iterations."""
+    base = recipe(cfg.smplify.flavor).smplify
+    return dataclasses.replace(base, stage1_iters=cfg.smplify.stage1_iters, stage2_iters=cfg.smplify.stage2_iters)
+
+
 def build_smplify(cfg: TrainConfig, paths, body, device):
     """The SMPLify fitter the step calls (None when disabled)."""
     if not cfg.smplify.enabled:
         return None
     from spin_fast.smplify import SMPLify
 
-    return SMPLify(body=body, gmm_path=paths.gmm, stage1_iters=cfg.smplify.stage1_iters,
-                   stage2_iters=cfg.smplify.stage2_iters, flavor=cfg.smplify.flavor, device=device,
-                   gmm_normaliser=cfg.smplify.gmm_normaliser)
+    return SMPLify(body=body, gmm_path=paths.gmm, device=device, gmm_normaliser=cfg.smplify.gmm_normaliser,
+                   **smplify_kwargs(smplify_recipe(cfg)))
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = False, overwrite: bool = False,
@@ -166,7 +174,8 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
         model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
         loss_weights=cfg.loss.resolved(cfg.preset),
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
-        channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device))
+        channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device),
+        valid_fit=smplify_recipe(cfg).valid_fit, trainer_keypoints=smplify_recipe(cfg).trainer_keypoints)
     if rank == 0:
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
     monitor = TrainMonitor(work_dir, total_steps, start, cfg.log_every, cfg.image_every, enabled=rank == 0,

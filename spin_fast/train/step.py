@@ -20,7 +20,8 @@ import torch
 from spin_fast.body import Body
 from spin_fast.constants import IMG_RES
 from spin_fast.geometry import perspective_projection, rotmat_to_axis_angle, weak_perspective_to_translation
-from spin_fast.smplify.fits import FitsStore
+from spin_fast.recipes import ValidFitRule
+from spin_fast.smplify.fits import SPIN_VALID_FIT, FitsStore
 from spin_fast.smplify.in_loop import Fitter, SyncFits, fit_in_loop
 from spin_fast.train import losses as L
 from spin_fast.train.timing import PhaseTimer, maybe_phase
@@ -39,21 +40,8 @@ class StepContext:
     timer: PhaseTimer | None = None     # times step 3 as phase 'smplify', the SMPLify call in it as
     #                                     'smplify_fit' (spin_fast.train.timing)
     keep_visuals: bool = False          # put the tensors a training-image summary draws in logs['visuals']
-
-
-class _TimedFitter:
-    """The step's fitter, its call timed as phase 'smplify_fit' and its result kept (for the logs)."""
-
-    def __init__(self, ctx: StepContext):
-        self.ctx, self.result = ctx, None
-
-    def __call__(self, *args, **kwargs):
-        with maybe_phase(self.ctx.timer, "smplify_fit"):
-            self.result = self.ctx.smplify(*args, **kwargs)
-        return self.result
-
-    def __getattr__(self, name):  # `flavor`, `joint_loss` and whatever else fit_in_loop reads off the fitter
-        return getattr(self.ctx.smplify, name)
+    valid_fit: ValidFitRule = SPIN_VALID_FIT  # which kept fits supervise (the recipe's, spin_fast.recipes)
+    trainer_keypoints: bool | None = None  # SPIN's trainer keypoints to SMPLify; None: by the fitter's flavor
 
 
 def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -76,11 +64,11 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     pred_px = perspective_projection(pred.joints, pred_cam_t)
 
     # 3. fits in the loop (no gradients), from the detached prediction
-    fitter = _TimedFitter(ctx) if ctx.smplify is not None else None
     with maybe_phase(ctx.timer, "smplify"), torch.no_grad():
         pred_aa = torch.nan_to_num(rotmat_to_axis_angle(pred_rotmat.detach()).reshape(B, 72), nan=0.0)
-        sel = fit_in_loop(ctx.body, fitter, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
-                          sync=ctx.sync_fits)
+        sel = fit_in_loop(ctx.body, ctx.smplify, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
+                          sync=ctx.sync_fits, valid_rule=ctx.valid_fit, trainer_keypoints=ctx.trainer_keypoints,
+                          timer=ctx.timer)
         target_vertices = ctx.body(sel.fit[:, 72:], sel.fit[:, 3:72], sel.fit[:, :3], joint_set="smpl_24").vertices
 
     # 4. losses
@@ -98,11 +86,11 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     logs = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()},
             "fit_updated": sel.updated.float().mean(), "valid_fit": sel.valid_fit.float().mean(),
             "fit_loss": sel.joint_loss.mean()}
-    if fitter is not None:
-        logs["smplify_loss"] = fitter.result.joint_loss.mean()  # SMPLify's final loss, before keeping the better fit
+    res = sel.smplify
+    if res is not None:
+        logs["smplify_loss"] = res.joint_loss.mean()  # SMPLify's final loss, before keeping the better fit
     if ctx.keep_visuals:
-        fit, cam = (torch.cat([fitter.result.pose, fitter.result.betas], 1), fitter.result.cam_t) \
-            if fitter is not None else (sel.fit, sel.cam_t)
+        fit, cam = (torch.cat([res.pose, res.betas], 1), res.cam_t) if res is not None else (sel.fit, sel.cam_t)
         logs["visuals"] = {"pred_vertices": pred.vertices.detach(), "pred_cam_t": pred_cam_t.detach(),
                            "fit": fit, "fit_cam_t": cam}
     return loss, logs

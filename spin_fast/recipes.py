@@ -1,0 +1,188 @@
+"""Whose training spin_fast reproduces: one frozen recipe per codebase, every value with its upstream source.
+
+    Codebase   "mmhuman3d" (open-mmlab/mmhuman3d @ 8c95747, configs/spin/resnet50_spin_pw3d_cache.py)
+               or "spin" (nkolot/SPIN @ 2476c43, utils/train_options.py + train/trainer.py)
+    Recipe     loss / smplify / data / optim sub-recipes (`RECIPES[codebase]`)
+
+Each sub-recipe is a frozen dataclass of plain numbers and names; its `sources` maps a field to the
+upstream `file:line` it reproduces. The pieces that run take their sub-recipe or the numbers in it
+(kernel ops take numeric switches, never a codebase name): `SMPLify` gets `smplify_kwargs(recipe)`,
+the fits in the loop its `valid_fit` rule. `not_reproduced()` lists what a recipe knowingly does not
+match, with the size of the difference.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Literal, Mapping
+
+Codebase = Literal["mmhuman3d", "spin"]
+CODEBASES: tuple[str, ...] = typing.get_args(Codebase)
+
+MMH = "mmhuman3d@8c95747:"
+SPIN = "SPIN@2476c43:"
+MMH_CONFIG = MMH + "configs/spin/resnet50_spin_pw3d_cache.py"
+MMH_SMPLIFY = MMH + "mmhuman3d/models/registrants/smplify.py"
+MMH_ESTIMATOR = MMH + "mmhuman3d/models/architectures/mesh_estimator.py"
+SPIN_OPTIONS = SPIN + "utils/train_options.py"
+SPIN_TRAINER = SPIN + "train/trainer.py"
+SPIN_SMPLIFY = SPIN + "smplify/smplify.py"
+
+
+@dataclass(frozen=True)
+class ValidFitRule:
+    """A fit (not ground truth) supervises the step when its per-joint stage-2 data term (B, 49),
+    reduced over the joints by `reduction`, is below `threshold` (in the objective's own units)."""
+
+    reduction: Literal["mean", "sum"]
+    threshold: float
+
+    def __post_init__(self):
+        if self.reduction not in ("mean", "sum"):
+            raise ValueError(f"ValidFitRule: reduction must be 'mean' or 'sum', got {self.reduction!r}")
+
+    def describe(self) -> str:
+        return f"{self.reduction} over the 49 joints < {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class SMPLifyRecipe:
+    objective: Codebase            # whose data term and priors (spin: pixels, GMoF, conf^2; mmhuman3d: 2r/S)
+    stage1_iters: int              # Adam steps on camera + global orient
+    stage2_iters: int              # Adam steps on body pose + betas + global orient
+    ftol: float                    # relative loss change that stops (0: every step runs)
+    stop: Literal["sample", "batch"]  # ftol tested per sample, or on the batch's summed loss (stops all)
+    kp_norm: float                 # S of the normalised residual e = 2 r / S (mmhuman3d objective)
+    trainer_keypoints: bool        # SPIN's trainer hands SMPLify joints 1, 9, 12, 27, 28 at confidence 0
+    valid_fit: ValidFitRule        # which kept fits become training targets
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class LossRecipe:
+    keypoints3d: float
+    keypoints2d: float
+    vertices: float
+    pose: float
+    betas: float
+    camera: float
+    openpose_2d: float             # confidence multiplier of the 25 OpenPose joints in the 2D loss
+    criterion: Literal["smooth_l1", "mse"]
+    averaging: Codebase            # keypoint normalisation and averaging (train/losses.py)
+    overall: float
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    geometry: Codebase             # crop geometry (data/augment.py)
+    rot_prob: float
+    mix: Codebase                  # dataset ratios (data/datasets.py mix_ratios)
+    batch_size: int
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class OptimRecipe:
+    lr: float
+    epochs: int
+    lr_decay_epochs: tuple[int, ...]
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    codebase: Codebase
+    loss: LossRecipe
+    smplify: SMPLifyRecipe
+    data: DataRecipe
+    optim: OptimRecipe
+
+
+RECIPES: dict[str, Recipe] = {
+    "mmhuman3d": Recipe(
+        "mmhuman3d",
+        LossRecipe(keypoints3d=100.0, keypoints2d=10.0, vertices=2.0, pose=3.0, betas=0.02, camera=60.0,
+                   openpose_2d=1.0, criterion="smooth_l1", averaging="mmhuman3d", overall=1.0, sources={
+                       "keypoints3d": MMH_CONFIG + ":101", "keypoints2d": MMH_CONFIG + ":102",
+                       "vertices": MMH_CONFIG + ":103", "pose": MMH_CONFIG + ":104", "betas": MMH_CONFIG + ":105",
+                       "camera": MMH_CONFIG + ":106", "criterion": MMH_CONFIG + ":101",
+                       "averaging": MMH_ESTIMATOR + " compute_keypoints2d_loss / compute_keypoints3d_loss",
+                       "openpose_2d": MMH_ESTIMATOR + " compute_keypoints2d_loss (every joint by its confidence)"}),
+        SMPLifyRecipe(objective="mmhuman3d", stage1_iters=50, stage2_iters=50, ftol=1e-4, stop="batch", kp_norm=223.0,
+                      trainer_keypoints=False, valid_fit=ValidFitRule("sum", 10.0), sources={
+                          "stage1_iters": MMH_CONFIG + ":24", "stage2_iters": MMH_CONFIG + ":31",
+                          "ftol": MMH_SMPLIFY + ":300", "stop": MMH_SMPLIFY + ":381 (_optimize_stage: break on the "
+                          "batch's summed loss)", "kp_norm": MMH_SMPLIFY + ":561-562 (_compute_loss: img_res - 1)",
+                          "trainer_keypoints": MMH_ESTIMATOR + ":305 (keypoints as they are)",
+                          "valid_fit": MMH_ESTIMATOR + ":190, 288, 359 (keypoint2d_loss summed, < threshold=10.0)"}),
+        DataRecipe(geometry="mmhuman3d", rot_prob=0.6, mix="mmhuman3d", batch_size=32, sources={
+            "geometry": MMH + "mmhuman3d/data/datasets/pipelines/transforms.py (MeshAffine)",
+            "rot_prob": MMH + "mmhuman3d/data/datasets/pipelines/transforms.py:715",
+            "mix": MMH_CONFIG + ":215", "batch_size": MMH_CONFIG + ":161"}),
+        OptimRecipe(lr=3e-5, epochs=10, lr_decay_epochs=(3,), sources={
+            "lr": MMH_CONFIG + ":66", "epochs": MMH_CONFIG + ":70", "lr_decay_epochs": MMH_CONFIG + ":69"}),
+    ),
+    "spin": Recipe(
+        "spin",
+        LossRecipe(keypoints3d=5.0, keypoints2d=5.0, vertices=0.0, pose=1.0, betas=0.001, camera=1.0,
+                   openpose_2d=0.0, criterion="mse", averaging="spin", overall=60.0, sources={
+                       "keypoints3d": SPIN_OPTIONS + ":43", "keypoints2d": SPIN_OPTIONS + ":43",
+                       "vertices": SPIN_OPTIONS + ":42", "pose": SPIN_OPTIONS + ":44", "betas": SPIN_OPTIONS + ":45",
+                       "camera": SPIN_TRAINER + ":255-259", "openpose_2d": SPIN_OPTIONS + ":46",
+                       "criterion": SPIN_TRAINER + ":35", "averaging": SPIN_TRAINER + " keypoint_loss",
+                       "overall": SPIN_TRAINER + ":255-259 (loss *= 60)"}),
+        SMPLifyRecipe(objective="spin", stage1_iters=100, stage2_iters=100, ftol=0.0, stop="sample", kp_norm=224.0,
+                      trainer_keypoints=True, valid_fit=ValidFitRule("mean", 100.0), sources={
+                          "stage1_iters": SPIN_OPTIONS + ":50", "stage2_iters": SPIN_OPTIONS + ":50",
+                          "ftol": SPIN_SMPLIFY + " (every step runs)", "stop": SPIN_SMPLIFY + " (every step runs)",
+                          "kp_norm": SPIN_SMPLIFY + " (pixel units: unused)",
+                          "trainer_keypoints": SPIN_TRAINER + ":152-153 + smplify.py get_fitting_loss",
+                          "valid_fit": SPIN_TRAINER + ":225 + " + SPIN_OPTIONS + ":49 (mean < 100)"}),
+        DataRecipe(geometry="spin", rot_prob=0.4, mix="spin", batch_size=64, sources={
+            "geometry": SPIN + "utils/imutils.py:46 (crop)", "rot_prob": SPIN + "datasets/base_dataset.py:114",
+            "mix": SPIN + "datasets/mixed_dataset.py:22-26", "batch_size": SPIN_OPTIONS + ":33"}),
+        OptimRecipe(lr=5e-5, epochs=50, lr_decay_epochs=(), sources={
+            "lr": SPIN_OPTIONS + " --lr", "epochs": SPIN_OPTIONS + ":31", "lr_decay_epochs": SPIN_TRAINER + " (none)"}),
+    ),
+}
+
+
+def recipe(codebase: str) -> Recipe:
+    if codebase not in RECIPES:
+        raise ValueError(f"codebase must be one of {CODEBASES}, got {codebase!r}")
+    return RECIPES[codebase]
+
+
+def smplify_kwargs(r: SMPLifyRecipe) -> dict:
+    """The SMPLify constructor's arguments of a recipe (spin_fast.smplify.SMPLify)."""
+    return dict(flavor=r.objective, stage1_iters=r.stage1_iters, stage2_iters=r.stage2_iters, ftol=r.ftol,
+                stop=r.stop, kp_norm=r.kp_norm)
+
+
+def source_of(sub, name: str) -> str:
+    """The upstream source of one field of a sub-recipe ('' where none is recorded)."""
+    return sub.sources.get(name, "")
+
+
+def table(sub) -> list[tuple[str, object, str]]:
+    """(field, value, source) rows of a sub-recipe, for help texts and docs."""
+    return [(f.name, getattr(sub, f.name), source_of(sub, f.name)) for f in fields(sub) if f.name != "sources"]
+
+
+# What a recipe knowingly does not reproduce, with the size of the difference (docs and --help read this).
+NOT_REPRODUCED: dict[str, tuple[str, ...]] = {
+    "mmhuman3d": (),
+    "spin": (
+        "crop content: SPIN's crop() (utils/imutils.py:46) pastes the rounded window into a new image, rotates it "
+        "and resizes it; spin_fast samples the same window in one affine warp. Content lands within 0.03 px of "
+        "SPIN's where the window lies inside the image and is downscaled less than 2x (tests/test_presets_augment.py "
+        "asserts 0.05 px); up to ~0.5 px where the window leaves the image or is downscaled 2x or more (not asserted "
+        "by a test). The 2D labels follow SPIN's transform() exactly.",
+    ),
+}
+
+
+def not_reproduced(codebase: str) -> tuple[str, ...]:
+    recipe(codebase)
+    return NOT_REPRODUCED[codebase]
