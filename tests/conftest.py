@@ -44,10 +44,20 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(_cores(), int(memory_gb // 2)))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="also run the tests marked long (minutes each under the Triton interpreter)")
+
+
 def pytest_collection_modifyitems(config, items):
     # The long tests first (a stable sort): in parallel runs they then overlap with each other and with
     # the short ones instead of finishing alone at the end.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if not (config.getoption("--long") or "long" in (config.option.markexpr or "")):
+        skip_long = pytest.mark.skip(reason="long (minutes under the Triton interpreter): run with --long")
+        for item in items:
+            if item.get_closest_marker("long") is not None:
+                item.add_marker(skip_long)
     if HAS_CUDA:
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -168,7 +168,7 @@ def _check_smplify(stdout):
 @pytest.mark.parametrize("script,check", [
     pytest.param(_COMPILE_SMPL_OPS, _check_smpl_ops, marks=pytest.mark.slow, id="smpl_ops"),
     pytest.param(_COMPILE_LOSS_OPS, _check_loss_ops, id="loss_ops"),
-    pytest.param(_COMPILE_SMPLIFY, _check_smplify, marks=pytest.mark.slow, id="smplify")])
+    pytest.param(_COMPILE_SMPLIFY, _check_smplify, marks=pytest.mark.long, id="smplify")])
 def test_kernels_compile_for_sm90_without_a_gpu(tmp_path, script, check):
     """The interpreter never compiles: every kernel goes through Triton's real GPU pipeline (TTIR ->
     PTX -> ptxas cubin for sm_90) with no driver, as a launch there would; catches constructs the

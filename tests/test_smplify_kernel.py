@@ -103,7 +103,7 @@ def test_kernel_equals_autograd_fit(assets, bodies, flavor, dtype):  # noqa: F81
         assert min(s[0] for i, s in enumerate(steps) if i not in BAD) < 5
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("flavor", ["spin", "mmhuman3d"])
 def test_kernel_equals_autograd_fit_100_iterations(assets, bodies, flavor, dtype):  # noqa: F811
