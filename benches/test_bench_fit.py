@@ -1,4 +1,4 @@
-"""fit: `spin_fast.fit.fit_dataset` over a 512-sample dataset, SPIN's 100 + 100 iterations, in batches of
+"""fit: `spin_fast.fit.run.fit_dataset` over a 512-sample dataset, SPIN's 100 + 100 iterations, in batches of
 64 and 512: fits/s of the whole command's work (labels, starting camera, SMPLify, metrics, the file).
 
 Group `fit`, rows `B64` / `B512` on the CPU, and on CUDA the same on the GPU (skipped without one).
@@ -16,7 +16,7 @@ from spin_fast.data.batch import Sources
 from spin_fast.data.datasets import get_dataset
 from spin_fast.data.humandata import HumanData, spin49_to_humandata, write_humandata, write_static_fits
 from spin_fast.data.synth import sample_pose
-from spin_fast.fit import FitConfig, fit_dataset
+from spin_fast.fit.run import FitConfig, fit_dataset
 from spin_fast.geometry import perspective_projection
 
 from conftest import HAS_CUDA

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from spin_fast.data import HumanDataError, build_eval_loader
+from spin_fast.data import build_eval_loader
+from spin_fast.data.humandata import HumanDataError
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from spin_fast.evaluate.runner import Bodies, evaluate, mean_pose_predictor
 

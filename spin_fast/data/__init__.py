@@ -40,8 +40,6 @@ Tensors are on the loader's `device`. With `skip_bad_images` a batch may be shor
 """
 from __future__ import annotations
 
-from spin_fast.data.humandata import HumanData, HumanDataError, write_humandata  # noqa: F401
-from spin_fast.data.batch import ImageError  # noqa: F401
 from spin_fast.errors import SpinFastError
 
 BACKENDS = ("auto", "dali", "torchvision", "reference")

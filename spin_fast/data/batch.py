@@ -122,9 +122,6 @@ class TrainPlanner:
         return make_plan(self.sources, step, ids, idx, sample_aug_params(self.sampler.rng(step), len(ids), self.rot_prob),
                          geometry=self.geometry)
 
-    def num_steps(self):
-        return None  # endless
-
 
 class EvalPlanner:
     """step -> the step-th consecutive slice of one dataset, no augmentation (the last may be short)."""

@@ -158,7 +158,8 @@ def main(argv=None) -> dict:
     if args.onnx and (args.bf16 or args.channels_last):
         raise EvaluateError("--bf16 and --channels-last set the torch network; an --onnx file runs as exported")
     from spin_fast.config import default_device
-    from spin_fast.data import BackendUnavailable, HumanDataError, build_eval_loader, choose_backend
+    from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
+    from spin_fast.data.humandata import HumanDataError
     from spin_fast.data.datasets import DATASETS
     from spin_fast.data.synth import open_data_root
     from spin_fast.evaluate.runner import UNITS

@@ -355,7 +355,6 @@ def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: b
         from spin_fast.model.checkpoint_import import load_model
 
         model = load_model(cfg.checkpoint, paths.mean_params, trust=trust_checkpoint, device=device)
-        plan.num_steps = lambda: len(mine)  # the loaders' planner interface
         if mine:
             batch_iter = _impl(loader_backend, sources, plan, cfg.batch_size, threads, False, device,
                                len(mine), 0).iter_from(0)

@@ -7,7 +7,6 @@ Layout (a superset of mmhuman3d's `{meta, state_dict}`, so mmhuman3d-style tools
     fits        FitsStore.state_dict() (None without a store)
     rng         torch CPU generator, numpy and python `random` states (+ the CUDA generators where CUDA is
                 present); a run of several processes stores {'per_rank': [one such dict a rank]}
-    extra       a dict the caller passes (empty by default)
 Readable with `torch.load(weights_only=True)`. Files: `<work_dir>/checkpoints/step_XXXXXXX.pth`, the newest
 `keep` of them kept, and `latest.pth`, a hard link to the newest (swapped in atomically, not a second
 copy), plus `config.yaml` in the work dir. Nothing non-finite is ever saved: the network, optimizer
@@ -90,7 +89,7 @@ def step_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(work_dir: str | os.PathLike, step: int, model: torch.nn.Module, optimizer, scheduler,
-                    fits, config: dict, extra: dict | None = None, rng: dict | None = None, keep: int = 3) -> Path:
+                    fits, config: dict, rng: dict | None = None, keep: int = 3) -> Path:
     """Write step_XXXXXXX.pth (atomic), point latest.pth at it, keep the newest `keep` step files (0:
     all). `rng`: the RNG state to store (default this process's; the loop passes {'per_rank': [...]}
     under DDP). Refuses (FloatingPointError, nothing written) when anything to save is non-finite."""
@@ -101,7 +100,6 @@ def save_checkpoint(work_dir: str | os.PathLike, step: int, model: torch.nn.Modu
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "fits": fits.state_dict() if fits is not None else None,
         "rng": rng if rng is not None else rng_state(),
-        "extra": extra or {},
     }
     bad = _non_finite({k: ckpt[k] for k in ("state_dict", "optimizer", "fits")}, "")
     if bad:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from spin_fast.config import configured_data_root, init_distributed  # noqa: F401 (also imported from here)
+from spin_fast.config import configured_data_root, init_distributed
 from spin_fast.data.synth import open_data_root
 from spin_fast.model.checkpoint_import import unwrap
 from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
