@@ -108,9 +108,11 @@ RECIPES: dict[str, Recipe] = {
                        "vertices": MMH_CONFIG + ":103", "pose": MMH_CONFIG + ":104", "betas": MMH_CONFIG + ":105",
                        "camera": MMH_CONFIG + ":106", "criterion": MMH_CONFIG + ":101",
                        "averaging": MMH_ESTIMATOR + " compute_keypoints2d_loss / compute_keypoints3d_loss",
-                       "openpose_2d": MMH_ESTIMATOR + " compute_keypoints2d_loss (every joint by its confidence)"}),
+                       "openpose_2d": MMH_ESTIMATOR + " compute_keypoints2d_loss (every joint by its confidence)",
+                       "overall": MMH_ESTIMATOR + ":173 (_parse_losses: the weighted terms summed)"}),
         SMPLifyRecipe(objective="mmhuman3d", stage1_iters=50, stage2_iters=50, ftol=1e-4, stop="batch", kp_norm=223.0,
                       trainer_keypoints=False, valid_fit=ValidFitRule("sum", 10.0), sources={
+                          "objective": MMH_SMPLIFY + ":492-571 (_compute_loss)",
                           "stage1_iters": MMH_CONFIG + ":24", "stage2_iters": MMH_CONFIG + ":31",
                           "ftol": MMH_SMPLIFY + ":300", "stop": MMH_SMPLIFY + ":381 (_optimize_stage: break on the "
                           "batch's summed loss)", "kp_norm": MMH_SMPLIFY + ":561-562 (_compute_loss: img_res - 1)",
@@ -130,12 +132,14 @@ RECIPES: dict[str, Recipe] = {
                        "keypoints3d": SPIN_OPTIONS + ":43", "keypoints2d": SPIN_OPTIONS + ":43",
                        "vertices": SPIN_OPTIONS + ":42", "pose": SPIN_OPTIONS + ":44", "betas": SPIN_OPTIONS + ":45",
                        "camera": SPIN_TRAINER + ":255-259", "openpose_2d": SPIN_OPTIONS + ":46",
-                       "criterion": SPIN_TRAINER + ":35", "averaging": SPIN_TRAINER + " keypoint_loss",
-                       "overall": SPIN_TRAINER + ":255-259 (loss *= 60)"}),
+                       "criterion": SPIN_TRAINER + ":35", "averaging": SPIN_TRAINER + ":56 (keypoint_loss) and below",
+                       "overall": SPIN_TRAINER + ":260 (loss *= 60)"}),
         SMPLifyRecipe(objective="spin", stage1_iters=100, stage2_iters=100, ftol=0.0, stop="sample", kp_norm=224.0,
                       trainer_keypoints=True, valid_fit=ValidFitRule("mean", 100.0), sources={
+                          "objective": SPIN + "smplify/losses.py:26, 60 (body_fitting_loss, camera_fitting_loss)",
                           "stage1_iters": SPIN_OPTIONS + ":50", "stage2_iters": SPIN_OPTIONS + ":50",
-                          "ftol": SPIN_SMPLIFY + " (every step runs)", "stop": SPIN_SMPLIFY + " (every step runs)",
+                          "ftol": SPIN_SMPLIFY + ":81, 108 (every step runs)",
+                          "stop": SPIN_SMPLIFY + ":81, 108 (every step runs)",
                           "kp_norm": SPIN_SMPLIFY + " (pixel units: unused)",
                           "trainer_keypoints": SPIN_TRAINER + ":152-153 + smplify.py get_fitting_loss",
                           "valid_fit": SPIN_TRAINER + ":225 + " + SPIN_OPTIONS + ":49 (mean < 100)"}),
@@ -143,7 +147,7 @@ RECIPES: dict[str, Recipe] = {
             "geometry": SPIN + "utils/imutils.py:46 (crop)", "rot_prob": SPIN + "datasets/base_dataset.py:114",
             "mix": SPIN + "datasets/mixed_dataset.py:22-26", "batch_size": SPIN_OPTIONS + ":33"}),
         OptimRecipe(lr=5e-5, epochs=50, lr_decay_epochs=(), sources={
-            "lr": SPIN_OPTIONS + " --lr", "epochs": SPIN_OPTIONS + ":31", "lr_decay_epochs": SPIN_TRAINER + " (none)"}),
+            "lr": SPIN_OPTIONS + ":32", "epochs": SPIN_OPTIONS + ":31", "lr_decay_epochs": SPIN + "utils/base_trainer.py (no scheduler)"}),
     ),
 }
 
@@ -179,6 +183,7 @@ NOT_REPRODUCED: dict[str, tuple[str, ...]] = {
         "SPIN's where the window lies inside the image and is downscaled less than 2x (tests/test_presets_augment.py "
         "asserts 0.05 px); up to ~0.5 px where the window leaves the image or is downscaled 2x or more (not asserted "
         "by a test). The 2D labels follow SPIN's transform() exactly.",
+        "epoch length: SPIN's epoch is its largest dataset; optim.samples_per_epoch stays 100,000 images.",
     ),
 }
 
@@ -186,3 +191,41 @@ NOT_REPRODUCED: dict[str, tuple[str, ...]] = {
 def not_reproduced(codebase: str) -> tuple[str, ...]:
     recipe(codebase)
     return NOT_REPRODUCED[codebase]
+
+
+def _show(value) -> str:
+    if isinstance(value, ValidFitRule):
+        return value.describe()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def markdown() -> str:
+    """docs/presets.md: every recipe value of both codebases with its source, and what is not reproduced
+    (tests/test_recipes.py checks the file is this text; `python -m spin_fast.recipes > docs/presets.md`)."""
+    lines = ["# Presets: whose training, term by term", "",
+             "Generated from `spin_fast/recipes.py` (`python -m spin_fast.recipes > docs/presets.md`); do not edit.",
+             "`--preset mmhuman3d` (default) follows open-mmlab/mmhuman3d @ 8c95747 "
+             "(`configs/spin/resnet50_spin_pw3d_cache.py`), `--preset spin` nkolot/SPIN @ 2476c43. A config key "
+             "overrides one value; `python -m spin_fast.train --preset spin --help` shows each value with its source.",
+             ""]
+    for sub in ("loss", "smplify", "data", "optim"):
+        lines += [f"## {sub}", "", "| term | mmhuman3d | source | spin | source |", "|---|---|---|---|---|"]
+        rows = {cb: table(getattr(RECIPES[cb], sub)) for cb in CODEBASES}
+        for i, (name, _, _) in enumerate(rows[CODEBASES[0]]):
+            cells = []
+            for cb in CODEBASES:
+                _, value, source = rows[cb][i]
+                cells += [f"`{_show(value)}`", source.replace("|", "/") or "-"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Not reproduced", ""]
+    for cb in CODEBASES:
+        items = not_reproduced(cb)
+        lines += [f"- {cb}: " + ("nothing known." if not items else " ".join(items))]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -38,6 +38,7 @@ import torch
 
 from spin_fast.constants import IMAGENET_MEAN, IMAGENET_STD, IMG_RES, SPIN_49_FLIP
 from spin_fast.geometry import flip_pose, rotate_global_orient, rotate_points_z
+from spin_fast.recipes import CODEBASES
 
 NOISE_FACTOR = 0.4   # pixel noise U[1 - f, 1 + f]
 ROT_FACTOR = 30.0    # rotation N(0, 30 deg) clipped to +-60
@@ -82,7 +83,7 @@ def sample_aug_params(rng: np.random.Generator, n: int, rot_prob: float = ROT_PR
 
 
 # --- the crop affine --------------------------------------------------------------------------------
-GEOMETRIES = ("mmhuman3d", "spin")
+GEOMETRIES = CODEBASES  # whose crop geometry (spin_fast.recipes)
 
 
 def _check_geometry(geometry: str) -> None:

@@ -28,6 +28,7 @@ from typing import Sequence
 from spin_fast.config import AssetPaths
 from spin_fast.constants import MMHUMAN3D_MIX, SPIN_MIX_FIXED, SPIN_MIX_IN_THE_WILD, SPIN_MIX_IN_THE_WILD_SHARE
 from spin_fast.errors import SpinFastError
+from spin_fast.recipes import CODEBASES
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ TEST_DATASETS: tuple[str, ...] = ("pw3d", "h36m-p1", "h36m-p2", "mpi-inf-3dhp")
 # datasets/preprocess/h36m.py).
 PROTOCOLS: tuple[str, ...] = ("pw3d", "h36m", "mpi_inf_3dhp")
 
-MIX_PRESETS = ("mmhuman3d", "spin")
+MIX_PRESETS = CODEBASES  # whose dataset ratios (spin_fast.recipes)
 
 
 class UnknownDataset(SpinFastError, KeyError):

@@ -17,6 +17,8 @@ import sys
 import torch
 
 from spin_fast.cli import run_command
+from spin_fast.fit.run import PRESETS
+from spin_fast.recipes import RECIPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dataset", required=True, help="dataset of the registry (h36m, coco, ...)")
     ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
     ap.add_argument("--out", help="fits file (default: <data root>/static_fits/<name>_fits.npy)")
-    ap.add_argument("--preset", default="spin", choices=("spin", "mmhuman3d"),
-                    help="SMPLify flavor, iterations and crop geometry of that training preset (default spin)")
-    ap.add_argument("--stage1-iters", type=int, help="default: the preset's (mmhuman3d 50, spin 100)")
-    ap.add_argument("--stage2-iters", type=int, help="default: the preset's (mmhuman3d 50, spin 100)")
+    ap.add_argument("--preset", default="spin", choices=PRESETS,
+                    help="the SMPLify recipe (objective, iterations, ftol and its stop rule, keypoint normaliser, "
+                         "valid-fit rule: spin_fast.recipes) and crop geometry of that codebase (default spin)")
+    iters = ", ".join(f"{cb} {RECIPES[cb].smplify.stage1_iters}" for cb in PRESETS)
+    ap.add_argument("--stage1-iters", type=int, help=f"default: the preset's ({iters})")
+    ap.add_argument("--stage2-iters", type=int, help=f"default: the preset's ({iters})")
     ap.add_argument("--batch-size", type=int, default=64, help="samples a batch; fixes the result with the rest")
     ap.add_argument("--init", default="mean", choices=("mean", "static", "checkpoint"),
                     help="start from the mean parameters, the existing static fits, or an HMR checkpoint")

@@ -40,13 +40,13 @@ import torch.distributed as dist
 
 from spin_fast.atomic import atomic_torch_save, atomic_write_json
 from spin_fast.constants import NUM_BETAS
-from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
+from spin_fast.recipes import CODEBASES, SMPLifyRecipe, recipe, smplify_kwargs
 from spin_fast.errors import Interrupted, SpinFastError
 from spin_fast.run_lock import RunLock
 from spin_fast.smplify.fits import FIT_DIM
 
 INITS = ("mean", "static", "checkpoint")
-PRESETS = ("spin", "mmhuman3d")
+PRESETS = CODEBASES  # whose SMPLify recipe and crop geometry (spin_fast.recipes)
 # per-sample result columns kept while fitting (float32 arrays of shape (N,) unless noted)
 _COLUMNS = {"fits": FIT_DIM, "cam_t": 3, "loss": 0, "px": 0, "valid": 0, "mpjpe": 0, "pa_mpjpe": 0}
 

@@ -5,7 +5,9 @@ from typing import NamedTuple
 
 import torch
 
-FLAVORS = ("spin", "mmhuman3d")
+from spin_fast.recipes import CODEBASES
+
+FLAVORS = CODEBASES  # whose SMPLify objective (spin_fast.recipes)
 DEFAULT_ITERS = {"spin": (100, 100), "mmhuman3d": (50, 50)}  # Adam steps of stage 1 and stage 2
 MMH_FTOL = 1e-4  # mmhuman3d's relative loss change below which a sample stops ('spin' runs every step)
 STOPS = ("sample", "batch")  # what the ftol test reads: each sample's loss, or the batch's summed loss

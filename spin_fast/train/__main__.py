@@ -25,9 +25,16 @@ ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_s
 
 def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
     """The command line; the config keys' defaults shown are `preset`'s resolved values."""
+    from spin_fast.recipes import not_reproduced, recipe, table
+
+    smplify = "\n".join(f"  {name}: {value if not hasattr(value, 'describe') else value.describe()}  ({source})"
+                         for name, value, source in table(recipe(preset).smplify))
+    missing = "\n".join(f"  - {item}" for item in not_reproduced(preset)) or "  nothing known"
     ap = argparse.ArgumentParser(prog="python -m spin_fast.train", description=__doc__,
                                  usage="%(prog)s [--config FILE.yaml] [--preset P] [--KEY VALUE ...] [--resume [CKPT]] [--overwrite]",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=f"SMPLify recipe of --preset {preset} (spin_fast.recipes; docs/presets.md):\n"
+                                        f"{smplify}\nnot reproduced by --preset {preset}:\n{missing}")
     ap.add_argument("--config", help="YAML config file (same nesting as the keys below)")
     ap.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                     help="continue from the work dir's newest readable checkpoint, or from the file CKPT")

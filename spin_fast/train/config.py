@@ -1,9 +1,10 @@
 """Training configuration: dataclasses, a YAML file format, and command-line overrides.
 
 Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags, then the preset
-(`preset: mmhuman3d | spin`, whose training to reproduce; README "Presets") fills every field still
-at None: losses, SMPLify flavor and iterations, augmentation geometry, rot_prob, batch size, lr and
-its schedule, the dataset mix. Every leaf field has a flag (`python -m spin_fast.train --preset spin
+(`preset: mmhuman3d | spin`, whose training to reproduce: the codebase's recipe in `spin_fast.recipes`,
+docs/presets.md) fills every field still at None: losses, SMPLify flavor and iterations, augmentation
+geometry, rot_prob, batch size, lr and its schedule, the dataset mix. The rest of a SMPLify recipe
+(ftol and its stop rule, keypoint normaliser, trainer keypoints, valid-fit rule) follows smplify.flavor. Every leaf field has a flag (`python -m spin_fast.train --preset spin
 --help` lists them with that preset's values); YAML files use the same nesting:
 
     preset: spin
@@ -26,32 +27,41 @@ import yaml
 from spin_fast.config import env_data_root
 from spin_fast.constants import MIN_INPUT_RES, MMHUMAN3D_MIX
 from spin_fast.errors import SpinFastError
+from spin_fast.recipes import CODEBASES, RECIPES, source_of
 
 # Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
 # 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
 
-LOSS_PRESETS = {
-    # mmhuman3d @ 8c95747, configs/spin/resnet50_spin_pw3d_cache.py with mesh_estimator.py: all 49 joints
-    # (OpenPose included) enter both keypoint losses, weighted by their confidence (losses.py)
-    "mmhuman3d": dict(keypoints3d=100.0, keypoints2d=10.0, vertices=2.0, pose=3.0, betas=0.02, camera=60.0,
-                      openpose_2d=1.0, criterion="smooth_l1", overall=1.0, convention="mmhuman3d"),
-    # SPIN's trainer: 60 * (5 L2d + 5 L3d + 0 Lshape + Lpose + 0.001 Lbetas + cam prior), MSE, OpenPose 2D off
-    "spin": dict(keypoints3d=5.0, keypoints2d=5.0, vertices=0.0, pose=1.0, betas=0.001, camera=1.0,
-                 openpose_2d=0.0, criterion="mse", overall=60.0, convention="spin"),
+# Each preset is a codebase's recipe (spin_fast.recipes, every value with its upstream source); these
+# are the config keys it fills, as (sub-recipe, field). samples_per_epoch stays 100,000 for both:
+# SPIN's epoch is its largest dataset, known only once the data is opened.
+LOSS_KEYS = ("keypoints3d", "keypoints2d", "vertices", "pose", "betas", "camera", "openpose_2d", "criterion",
+             "overall", "convention")
+RECIPE_KEYS = {
+    "data.mix_preset": ("data", "mix"), "data.batch_size": ("data", "batch_size"), "data.rot_prob": ("data", "rot_prob"),
+    "data.augmentation": ("data", "geometry"), "smplify.flavor": ("smplify", "objective"),
+    "smplify.stage1_iters": ("smplify", "stage1_iters"), "smplify.stage2_iters": ("smplify", "stage2_iters"),
+    "optim.lr": ("optim", "lr"), "optim.epochs": ("optim", "epochs"), "optim.lr_decay_epochs": ("optim", "lr_decay_epochs"),
+    **{f"loss.{k}": ("loss", "averaging" if k == "convention" else k) for k in LOSS_KEYS},
 }
 
-# What each preset sets (README "Presets" cites the upstream lines). samples_per_epoch stays 100,000 for
-# both: SPIN's epoch is its largest dataset, known only once the data is opened.
-PRESETS = {
-    "mmhuman3d": {"data.mix_preset": "mmhuman3d", "data.batch_size": 32, "data.rot_prob": 0.6,
-                  "data.augmentation": "mmhuman3d", "smplify.flavor": "mmhuman3d", "smplify.stage1_iters": 50,
-                  "smplify.stage2_iters": 50, "optim.lr": 3e-5, "optim.epochs": 10, "optim.lr_decay_epochs": [3],
-                  **{f"loss.{k}": v for k, v in LOSS_PRESETS["mmhuman3d"].items()}},
-    "spin": {"data.mix_preset": "spin", "data.batch_size": 64, "data.rot_prob": 0.4, "data.augmentation": "spin",
-             "smplify.flavor": "spin", "smplify.stage1_iters": 100, "smplify.stage2_iters": 100, "optim.lr": 5e-5,
-             "optim.epochs": 50, "optim.lr_decay_epochs": [],
-             **{f"loss.{k}": v for k, v in LOSS_PRESETS["spin"].items()}},
-}
+
+def _recipe_value(codebase: str, key: str):
+    sub, name = RECIPE_KEYS[key]
+    value = getattr(getattr(RECIPES[codebase], sub), name)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def recipe_source(codebase: str, key: str) -> str:
+    """The upstream file:line of the value the preset `codebase` gives config key `key` ('' if none)."""
+    if key not in RECIPE_KEYS:
+        return ""
+    sub, name = RECIPE_KEYS[key]
+    return source_of(getattr(RECIPES[codebase], sub), name)
+
+
+PRESETS = {cb: {key: _recipe_value(cb, key) for key in RECIPE_KEYS} for cb in CODEBASES}
+LOSS_PRESETS = {cb: {k: PRESETS[cb][f"loss.{k}"] for k in LOSS_KEYS} for cb in CODEBASES}
 
 
 class ConfigError(SpinFastError, ValueError):
@@ -161,11 +171,11 @@ DEMO_OVERRIDES = {
 }
 
 CHOICES = {
-    "preset": tuple(PRESETS), "data.loader": ("auto", "dali", "torchvision", "reference"),
-    "data.mix_preset": ("mmhuman3d", "spin"), "data.augmentation": ("mmhuman3d", "spin"),
-    "model.backbone": ("resnet50", "resnet18"), "smplify.flavor": ("spin", "mmhuman3d"),
+    "preset": CODEBASES, "data.loader": ("auto", "dali", "torchvision", "reference"),
+    "data.mix_preset": CODEBASES, "data.augmentation": CODEBASES,
+    "model.backbone": ("resnet50", "resnet18"), "smplify.flavor": CODEBASES,
     "smplify.gmm_normaliser": ("float32", "float64"), "loss.criterion": ("smooth_l1", "mse"),
-    "loss.convention": ("mmhuman3d", "spin"), "device": ("auto", "cpu", "cuda"),
+    "loss.convention": CODEBASES, "device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
@@ -422,7 +432,9 @@ def describe(preset: str = "mmhuman3d") -> dict[str, str]:
             default = f"{_show(value)}, i.e. {_show(resolved[k][0])} with --preset {preset}"
         if k in DEMO_OVERRIDES:
             default += f"; demo: {_show(DEMO_OVERRIDES[k])}"
-        out[k] = f"{comments.get(k, '')} [{_allowed(k, hint)}] (default: {default})".lstrip()
+        source = recipe_source(preset, k)
+        said = comments.get(k, "") + (f"; {preset}: {source}" if source else "")
+        out[k] = f"{said} [{_allowed(k, hint)}] (default: {default})".lstrip()
     return out
 
 

@@ -1,6 +1,6 @@
 """SPIN's training losses as small pure functions (docs/spin.md "Training"), each codebase's way.
 
-Weights come from the preset (`spin_fast.train.config.LOSS_PRESETS`):
+Weights come from the preset's loss recipe (`spin_fast.recipes`, as `spin_fast.train.config.LOSS_PRESETS`):
     total = overall * ( w3d  * keypoints3d   criterion on 3D joints centred at the GT hip midpoint
                       + w2d  * keypoints2d   criterion on normalised crop coordinates, conf-weighted
                                              (OpenPose joints x openpose_2d)
@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from spin_fast.constants import GT_LEFT_HIP, GT_RIGHT_HIP, NUM_OPENPOSE_JOINTS
 from spin_fast.geometry import axis_angle_to_rotmat
+from spin_fast.recipes import CODEBASES
 
-CONVENTIONS = ("mmhuman3d", "spin")
+CONVENTIONS = CODEBASES  # whose keypoint normalisation and averaging (spin_fast.recipes)
 
 
 def _criterion(name: str):
