@@ -30,7 +30,7 @@ from spin_fast.smplify.camera import estimate_camera_translation
 from spin_fast.smplify.fit import fitting_loss, stage2_keep
 from spin_fast.smplify.fits import SPIN_VALID_FIT, FitsStore, Selection, reaugment
 from spin_fast.smplify.result import SMPLifyResult
-from spin_fast.recipes import ValidFitRule
+from spin_fast.recipes import SMPLifyRecipe, ValidFitRule
 
 BATCH_KEYS = ("dataset_id", "sample_index", "flip", "rot_deg", "keypoints2d", "pose", "betas", "has_smpl")
 
@@ -71,6 +71,13 @@ def spin_trainer_keypoints(keypoints2d: torch.Tensor) -> torch.Tensor:
     not modified."""
     conf = torch.where(stage2_keep(keypoints2d) > 0, keypoints2d[..., 2], torch.zeros_like(keypoints2d[..., 2]))
     return torch.cat([keypoints2d[..., :2], conf[..., None]], -1)
+
+
+def loop_rules(recipe: SMPLifyRecipe | None) -> dict:
+    """`fit_in_loop`'s valid_rule and trainer_keypoints of a SMPLify recipe (None: the defaults)."""
+    if recipe is None:
+        return {}
+    return {"valid_rule": recipe.valid_fit, "trainer_keypoints": recipe.trainer_keypoints}
 
 
 @torch.no_grad()

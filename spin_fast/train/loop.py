@@ -175,7 +175,7 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
         loss_weights=cfg.loss.resolved(cfg.preset),
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
         channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device),
-        valid_fit=smplify_recipe(cfg).valid_fit, trainer_keypoints=smplify_recipe(cfg).trainer_keypoints)
+        fits_recipe=smplify_recipe(cfg))
     if rank == 0:
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
     monitor = TrainMonitor(work_dir, total_steps, start, cfg.log_every, cfg.image_every, enabled=rank == 0,

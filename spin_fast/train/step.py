@@ -20,9 +20,9 @@ import torch
 from spin_fast.body import Body
 from spin_fast.constants import IMG_RES
 from spin_fast.geometry import perspective_projection, rotmat_to_axis_angle, weak_perspective_to_translation
-from spin_fast.recipes import ValidFitRule
-from spin_fast.smplify.fits import SPIN_VALID_FIT, FitsStore
-from spin_fast.smplify.in_loop import Fitter, SyncFits, fit_in_loop
+from spin_fast.recipes import SMPLifyRecipe
+from spin_fast.smplify.fits import FitsStore
+from spin_fast.smplify.in_loop import Fitter, SyncFits, fit_in_loop, loop_rules
 from spin_fast.train import losses as L
 from spin_fast.train.timing import PhaseTimer, maybe_phase
 
@@ -40,8 +40,8 @@ class StepContext:
     timer: PhaseTimer | None = None     # times step 3 as phase 'smplify', the SMPLify call in it as
     #                                     'smplify_fit' (spin_fast.train.timing)
     keep_visuals: bool = False          # put the tensors a training-image summary draws in logs['visuals']
-    valid_fit: ValidFitRule = SPIN_VALID_FIT  # which kept fits supervise (the recipe's, spin_fast.recipes)
-    trainer_keypoints: bool | None = None  # SPIN's trainer keypoints to SMPLify; None: by the fitter's flavor
+    fits_recipe: SMPLifyRecipe | None = None  # the SMPLify recipe's loop rules (valid-fit rule, trainer keypoints;
+    #                                            spin_fast.recipes); None: SPIN's rule, keypoints by the fitter's flavor
 
 
 def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -67,8 +67,7 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     with maybe_phase(ctx.timer, "smplify"), torch.no_grad():
         pred_aa = torch.nan_to_num(rotmat_to_axis_angle(pred_rotmat.detach()).reshape(B, 72), nan=0.0)
         sel = fit_in_loop(ctx.body, ctx.smplify, ctx.fits, batch, pred_aa, pred_betas.detach(), pred_cam_t.detach(),
-                          sync=ctx.sync_fits, valid_rule=ctx.valid_fit, trainer_keypoints=ctx.trainer_keypoints,
-                          timer=ctx.timer)
+                          sync=ctx.sync_fits, timer=ctx.timer, **loop_rules(ctx.fits_recipe))
         target_vertices = ctx.body(sel.fit[:, 72:], sel.fit[:, 3:72], sel.fit[:, :3], joint_set="smpl_24").vertices
 
     # 4. losses
