@@ -1,8 +1,8 @@
 """A whole SMPLify fit in plain torch with gradients derived by hand (no autograd): the oracle of the
 one-launch Triton kernel and the CPU production path.
 
-CONTRACT (shared by this file, kernel.py/function.py and spin_fast.smplify.fit.SMPLify; the helpers
-that fill it in must keep these names and shapes):
+The op's contract (this file, the kernel's launcher `function.smplify_fit_triton` and
+`spin_fast.smplify.fit.SMPLify` share it):
 
     smplify_fit_torch(consts: FitConstants, opts: FitOptions, pose, betas, cam_t, keypoints2d, center)
         -> FitOutput
