@@ -116,8 +116,8 @@ TORSO_OPENPOSE = [9, 12, 2, 5]
 TORSO_GT = [27, 28, 33, 34]
 # smpl_49 joints whose confidence is zeroed in stage 2.
 STAGE2_IGNORED_JOINTS = [1, 9, 12, 27, 28]
-FIT_VALID_THRESHOLD = 100.0  # mean reprojection loss over 49 joints; SPIN and mmhuman3d both hard-code 100, in
-# whatever units their fitting loss has (pixels for SPIN, normalised coordinates for mmhuman3d's variant)
+FIT_VALID_THRESHOLD = 100.0  # SPIN's valid fit: mean pixel reprojection loss over 49 joints < 100 (mmhuman3d's
+# rule, summed normalised loss < 10, and both recipes' rules: spin_fast.recipes ValidFitRule)
 BETA_RESET_THRESHOLD = 3.0
 
 # --- Datasets ---------------------------------------------------------------------------------------
