@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._dispatch import compiled
+from .._dispatch import compile_setting, compiled
 
 
 class SkinningBasis(NamedTuple):
@@ -64,10 +64,60 @@ def _backward(g, vp, Tv, dirs, weights_t, num_betas: int, need_x: bool, need_tra
     return g_betas, g_pose, g_transforms
 
 
+CHUNK = 8  # bodies a block in eager mode: a block's T_v (8 x 12 x V floats, ~2.6 MB) stays in cache
+
+
+def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t):
+    """`_forward` (eager) with T_v built and used a block of CHUNK bodies at a time, never whole: at large B
+    the whole (3, 4, B, V) tensor is memory-bound (1.35 GB at B = 4096). Vertices (B, V, 3) are a view
+    of (B, 3, V); saved: v_posed (B, 3, V) and the transforms as (B, 12, 24)."""
+    B, V = betas.shape[0], weights_t.shape[1]
+    vp = torch.addmm(v_template, torch.cat([betas, pose_feature], 1), dirs).view(B, 3, V)
+    A = transforms.reshape(B, -1, 12).transpose(1, 2)  # (B, 12, 24)
+    out = vp.new_empty(B, 3, V)
+    for b0 in range(0, B, CHUNK):
+        b1 = min(B, b0 + CHUNK)
+        Tv = torch.matmul(A[b0:b1], weights_t).view(b1 - b0, 3, 4, V)
+        v = vp[b0:b1]
+        torch.addcmul(Tv[:, :, 3], Tv[:, :, 0], v[:, 0:1], out=out[b0:b1])
+        out[b0:b1].addcmul_(Tv[:, :, 1], v[:, 1:2]).addcmul_(Tv[:, :, 2], v[:, 2:3])
+    return out.transpose(1, 2), vp, A
+
+
+def _backward_chunked(g, vp, A, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
+    """`_backward` a block of CHUNK bodies at a time, T_v recomputed per block (a product with 24 terms)."""
+    B, _, V = vp.shape
+    gp = g.transpose(1, 2)  # (B, 3, V)
+    gv = vp.new_empty(B, 3, V) if need_x else None
+    gA = A.new_empty(B, 24, 12) if need_transforms else None
+    for b0 in range(0, B, CHUNK):
+        b1 = min(B, b0 + CHUNK)
+        n = b1 - b0
+        gc = gp[b0:b1]
+        if need_transforms:
+            gTv = torch.cat([gc[:, :, None] * vp[b0:b1, None], gc[:, :, None]], 2)  # (n, 3, 4, V)
+            torch.matmul(weights_t, gTv.view(n, 12, V).transpose(1, 2), out=gA[b0:b1])
+        if need_x:
+            Tv = torch.matmul(A[b0:b1], weights_t).view(n, 3, 4, V)
+            torch.mul(Tv[:, 0, :3], gc[:, 0:1], out=gv[b0:b1])
+            gv[b0:b1].addcmul_(Tv[:, 1, :3], gc[:, 1:2]).addcmul_(Tv[:, 2, :3], gc[:, 2:3])
+    g_betas = g_pose = g_transforms = None
+    if need_transforms:
+        g_transforms = gA.view(B, 24, 3, 4)
+    if need_x:
+        gx = torch.mm(gv.view(B, 3 * V), dirs.t())
+        g_betas, g_pose = gx[:, :num_betas], gx[:, num_betas:]
+    return g_betas, g_pose, g_transforms
+
+
 class _Skinning(torch.autograd.Function):
     @staticmethod
     def forward(ctx, betas, pose_feature, transforms, v_template, dirs, weights_t):
-        out, vp, Tv = compiled(_forward)(betas, pose_feature, transforms, v_template, dirs, weights_t)
+        ctx.whole = compile_setting()  # compiled: the whole-batch form (a loop of blocks would unroll)
+        if ctx.whole:
+            out, vp, Tv = compiled(_forward)(betas, pose_feature, transforms, v_template, dirs, weights_t)
+        else:
+            out, vp, Tv = _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t)
         ctx.save_for_backward(vp, Tv, dirs, weights_t)
         ctx.num_betas = betas.shape[1]
         return out
@@ -76,7 +126,8 @@ class _Skinning(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         need = ctx.needs_input_grad
-        grads = compiled(_backward)(g, *ctx.saved_tensors, ctx.num_betas, need[0] or need[1], need[2])
+        backward = compiled(_backward) if ctx.whole else _backward_chunked
+        grads = backward(g, *ctx.saved_tensors, ctx.num_betas, need[0] or need[1], need[2])
         return (*grads, None, None, None)
 
 
