@@ -14,7 +14,8 @@ Math (smplx.lbs, docs/spin.md "SMPL forward"):
 Joint sets: 'smpl_24' (posed kinematic joints), 'smpl_45' (+ the 21 smplx landmark vertices),
 'smpl_54' (+ J_regressor_extra), 'smpl_49' (SPIN's, smpl_54[SMPL_54_TO_49]), 'h36m_17'.
 Each op (rodrigues, kinematic chain, skinning, joints-only) is called through `spin_fast_kernels`'
-public dispatching function (Triton for CUDA tensors, the torch reference otherwise).
+public dispatching function (Triton for CUDA tensors, torch otherwise: for the chain and the
+skinning the written-out paths of kinematic_chain/cpu.py and skinning/cpu.py, laid out once here).
 """
 from __future__ import annotations
 
