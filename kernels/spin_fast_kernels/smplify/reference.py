@@ -130,7 +130,7 @@ def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     oc = 1 - c
     uu = (u * u).sum(-1, keepdim=True)
     skew, eye = _constant(_SKEW, v), _constant(_EYE9, v)
-    outer = (u[..., :, None] * u[..., None, :]).flatten(-2)
+    outer = (u[..., :, None] @ u[..., None, :]).flatten(-2)  # u u^T (a product of one term: exact)
     R = torch.addcmul(torch.addcmul(eye, s, u @ skew), oc, torch.addcmul(outer, uu, eye, value=-1))
     return R.unflatten(-1, (3, 3)), (e, a, u, s, c, oc, uu)
 
@@ -223,7 +223,7 @@ def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: Cha
     gG = gT.clone()
     if gt is not None:
         gG[..., 3] += gt
-    gG[..., :3] -= gtt @ J[..., None, :]
+    gG[..., :3].addcmul_(gtt, J[..., None, :], value=-1)
     gJ = -(W.transpose(-1, -2) @ gtt)[..., 0]
     for ch, par in reversed(plan.levels):  # the accumulation is sequential; the rest is done after it
         up = _take(gG, ch) @ _take(A, ch).transpose(-1, -2)
@@ -247,6 +247,7 @@ class Folded(NamedTuple):
     C: torch.Tensor  # (K, 4P): x C = per pair (local_p, w_p), coordinate-major (column d P + p)
     bone_select: torch.Tensor  # (24, P) one-hot: bone of each pair
     joint_select: torch.Tensor  # (P, Jv) one-hot: joint of each pair
+    pair_bone: torch.Tensor  # (P,) int64 bone of each pair
 
 
 def fold_pairs(coeffs: torch.Tensor, bone_weight: torch.Tensor, pair_joint: torch.Tensor, pair_bone: torch.Tensor,
@@ -262,19 +263,19 @@ def fold_pairs(coeffs: torch.Tensor, bone_weight: torch.Tensor, pair_joint: torc
     bones[pair_bone, arange] = 1.0
     joints = torch.zeros(P, num_joints, dtype=coeffs.dtype, device=coeffs.device)
     joints[arange, pair_joint] = 1.0
-    return Folded(C, bones, joints)
+    return Folded(C, bones, joints, pair_bone.to(coeffs.device))
 
 
 def joints_only_fwd(x: torch.Tensor, T: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, tuple]:
     """The folded regressor (joints_only/reference.py): x (B, K) = [1, betas, pose feature],
     T (24, B, 3, 4) transforms (joint-major) -> joints (B, Jv, 3):
         (local_p, w_p) = x C_p,   joint_j = sum_{p: j_p = j} T_{k_p} (local_p, w_p).
-    Pairs run along the last axis (gathers and sums over pairs are products with 0/1 matrices)."""
+    Pairs run along the last axis (the gather by bone is an index_select, the sums over pairs are
+    products with 0/1 matrices)."""
     B = x.shape[0]
     P = fold.bone_select.shape[1]
     loc = (x @ fold.C).view(B, 1, 4, P)
-    T12 = T.reshape(-1, B * 12).t()  # (B 12, 24)
-    Tg = torch.mm(T12, fold.bone_select).view(B, 3, 4, P)  # T_{k_p}
+    Tg = T.reshape(-1, B * 12).t().index_select(1, fold.pair_bone).view(B, 3, 4, P)  # T_{k_p}
     pp = (Tg * loc).sum(2)  # (B, 3, P)
     return (pp @ fold.joint_select).transpose(1, 2), (loc, Tg)
 
@@ -285,7 +286,7 @@ def joints_only_vjp(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.
     loc, Tg = cache
     B = g.shape[0]
     P = fold.bone_select.shape[1]
-    gp = (g.transpose(1, 2) @ fold.joint_select.t())[:, :, None, :]  # (B, 3, 1, P)
+    gp = torch.mm(g.transpose(1, 2).reshape(B * 3, -1), fold.joint_select.t()).view(B, 3, 1, P)  # g_{j_p}
     gT = torch.mm(fold.bone_select, (gp * loc).view(B * 12, P).t()).view(-1, B, 3, 4)
     gx = (Tg * gp).sum(1).view(B, 4 * P) @ fold.C.t()
     return gx, gT
