@@ -122,31 +122,36 @@ def _constant(values: tuple, like: torch.Tensor) -> torch.Tensor:
 
 def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     """v (..., 3) axis-angle -> R (..., 3, 3), smplx's convention (kinematic_chain/reference.py):
-    e = v + 1e-8, a = |e|, u = v / a, K = skew(u);  R = I + sin(a) K + (1 - cos a) (u u^T - (u.u) I)."""
-    e = v + 1e-8
-    a = torch.linalg.vector_norm(e, dim=-1, keepdim=True)
-    u = v / a
+    e = v + 1e-8, a = |e|, u = v / a, K = skew(u);  R = I + sin(a) K + (1 - cos a) (u u^T - (u.u) I).
+    Computed component-major ((3, N), (9, N): every elementwise op runs along the N rotations)."""
+    vc = v.reshape(-1, 3).t().contiguous()  # (3, N)
+    e = vc + 1e-8
+    a = (e * e).sum(0, keepdim=True).sqrt_()  # (1, N) |e| (vector_norm along dim 0 is far slower here)
+    u = vc / a
     s, c = torch.sin(a), torch.cos(a)
     oc = 1 - c
-    uu = (u * u).sum(-1, keepdim=True)
-    skew, eye = _constant(_SKEW, v), _constant(_EYE9, v)
-    outer = (u[..., :, None] @ u[..., None, :]).flatten(-2)  # u u^T (a product of one term: exact)
-    R = torch.addcmul(torch.addcmul(eye, s, u @ skew), oc, torch.addcmul(outer, uu, eye, value=-1))
-    return R.unflatten(-1, (3, 3)), (e, a, u, s, c, oc, uu)
+    uu = (u * u).sum(0, keepdim=True)
+    eye = _constant(_EYE9, v)[:, None]
+    outer = (u[:, None] * u[None]).view(9, -1)  # u u^T
+    R = torch.addcmul(torch.addcmul(eye, s, _constant(_SKEW, v).t() @ u), oc, torch.addcmul(outer, uu, eye, value=-1))
+    return R.t().reshape(*v.shape, 3).contiguous(), (e, a, u, s, c, oc, uu)
 
 
 def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
     """dL/dv from G = dL/dR (..., 3, 3) (kinematic_chain/kernel.py's header):
     w = vee(G - G^T), gu = sin(a) w + (1 - cos a) ((G + G^T) u - 2 tr(G) u),
-    ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a."""
+    ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a.
+    Component-major as `rodrigues_fwd`."""
     e, a, u, s, c, oc, uu = cache
-    wt = G.reshape(*G.shape[:-2], 9) @ _constant(_VEE_TRACE, G)  # (..., 4): vee(G - G^T), tr G
-    w, tr = wt[..., :3], wt[..., 3:]
-    Gsu = ((G + G.transpose(-1, -2)) @ u[..., None])[..., 0]  # (G + G^T) u = 2 G_sym u
+    G9 = G.reshape(-1, 9).t().contiguous()  # (9, N)
+    wt = _constant(_VEE_TRACE, G).t() @ G9  # (4, N): vee(G - G^T), tr G
+    w, tr = wt[:3], wt[3:]
+    G3 = G9.view(3, 3, -1)
+    Gsu = ((G3 + G3.transpose(0, 1)) * u[None]).sum(1)  # (G + G^T) u = 2 G_sym u
     gu = torch.addcmul(s * w, oc, torch.addcmul(Gsu, tr, u, value=-2))
-    dots = (torch.stack([w, Gsu, gu], -2) @ u[..., None])  # u.w, u.(G + G^T) u = 2 u^T G u, u.gu
-    ga = c * dots[..., 0, :] + s * (0.5 * dots[..., 1, :] - uu * tr) - dots[..., 2, :] / a
-    return torch.addcmul(gu, ga, e) / a
+    dots = (torch.stack([w, Gsu, gu]) * u[None]).sum(1)  # u.w, u.(G + G^T) u = 2 u^T G u, u.gu
+    ga = c * dots[0:1] + s * (0.5 * dots[1:2] - uu * tr) - dots[2:3] / a
+    return (torch.addcmul(gu, ga, e) / a).t().reshape(G.shape[:-1])
 
 
 def _spec(idx: list, device):
