@@ -120,38 +120,45 @@ def _constant(values: tuple, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-    """v (..., 3) axis-angle -> R (..., 3, 3), smplx's convention (kinematic_chain/reference.py):
-    e = v + 1e-8, a = |e|, u = v / a, K = skew(u);  R = I + sin(a) K + (1 - cos a) (u u^T - (u.u) I).
-    Computed component-major ((3, N), (9, N): every elementwise op runs along the N rotations)."""
-    vc = v.reshape(-1, 3).t().contiguous()  # (3, N)
+def _rodrigues_cm(vc: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """`rodrigues_fwd` component-major: vc (3, N) -> R (9, N) (row 3 i + j holds R_ij)."""
     e = vc + 1e-8
     a = (e * e).sum(0, keepdim=True).sqrt_()  # (1, N) |e| (vector_norm along dim 0 is far slower here)
     u = vc / a
     s, c = torch.sin(a), torch.cos(a)
     oc = 1 - c
     uu = (u * u).sum(0, keepdim=True)
-    eye = _constant(_EYE9, v)[:, None]
+    eye = _constant(_EYE9, vc)[:, None]
     outer = (u[:, None] * u[None]).view(9, -1)  # u u^T
-    R = torch.addcmul(torch.addcmul(eye, s, _constant(_SKEW, v).t() @ u), oc, torch.addcmul(outer, uu, eye, value=-1))
-    return R.t().reshape(*v.shape, 3).contiguous(), (e, a, u, s, c, oc, uu)
+    R = torch.addcmul(torch.addcmul(eye, s, _constant(_SKEW, vc).t() @ u), oc, torch.addcmul(outer, uu, eye, value=-1))
+    return R, (e, a, u, s, c, oc, uu)
 
 
-def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
-    """dL/dv from G = dL/dR (..., 3, 3) (kinematic_chain/kernel.py's header):
-    w = vee(G - G^T), gu = sin(a) w + (1 - cos a) ((G + G^T) u - 2 tr(G) u),
-    ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a.
-    Component-major as `rodrigues_fwd`."""
+def _rodrigues_vjp_cm(cache: tuple, G9: torch.Tensor) -> torch.Tensor:
+    """`rodrigues_vjp` component-major: G9 (9, N) -> dL/dv (3, N)."""
     e, a, u, s, c, oc, uu = cache
-    G9 = G.reshape(-1, 9).t().contiguous()  # (9, N)
-    wt = _constant(_VEE_TRACE, G).t() @ G9  # (4, N): vee(G - G^T), tr G
+    wt = _constant(_VEE_TRACE, G9).t() @ G9  # (4, N): vee(G - G^T), tr G
     w, tr = wt[:3], wt[3:]
     G3 = G9.view(3, 3, -1)
     Gsu = ((G3 + G3.transpose(0, 1)) * u[None]).sum(1)  # (G + G^T) u = 2 G_sym u
     gu = torch.addcmul(s * w, oc, torch.addcmul(Gsu, tr, u, value=-2))
     dots = (torch.stack([w, Gsu, gu]) * u[None]).sum(1)  # u.w, u.(G + G^T) u = 2 u^T G u, u.gu
     ga = c * dots[0:1] + s * (0.5 * dots[1:2] - uu * tr) - dots[2:3] / a
-    return (torch.addcmul(gu, ga, e) / a).t().reshape(G.shape[:-1])
+    return torch.addcmul(gu, ga, e) / a
+
+
+def rodrigues_fwd(v: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """v (..., 3) axis-angle -> R (..., 3, 3), smplx's convention (kinematic_chain/reference.py):
+    e = v + 1e-8, a = |e|, u = v / a, K = skew(u);  R = I + sin(a) K + (1 - cos a) (u u^T - (u.u) I)."""
+    R, cache = _rodrigues_cm(v.reshape(-1, 3).t().contiguous())
+    return R.t().reshape(*v.shape, 3).contiguous(), cache
+
+
+def rodrigues_vjp(cache: tuple, G: torch.Tensor) -> torch.Tensor:
+    """dL/dv from G = dL/dR (..., 3, 3) (kinematic_chain/kernel.py's header):
+    w = vee(G - G^T), gu = sin(a) w + (1 - cos a) ((G + G^T) u - 2 tr(G) u),
+    ga = cos(a) u.w + sin(a) (u^T G u - (u.u) tr G) - gu.u / a,   dL/dv = (gu + ga e) / a."""
+    return _rodrigues_vjp_cm(cache, G.reshape(-1, 9).t().contiguous()).t().reshape(G.shape[:-1])
 
 
 def _spec(idx: list, device):
@@ -161,13 +168,13 @@ def _spec(idx: list, device):
     return torch.tensor(idx, device=device)
 
 
-def _take(t: torch.Tensor, spec) -> torch.Tensor:
-    return t[spec] if isinstance(spec, slice) else t.index_select(0, spec)
+def _take(t: torch.Tensor, spec, dim: int) -> torch.Tensor:
+    return t[(slice(None),) * dim + (spec,)] if isinstance(spec, slice) else t.index_select(dim, spec)
 
 
 class ChainPlan(NamedTuple):
-    """A tree's joints by depth, for one batched product a level. Joint-major tensors (n, B, ...):
-    a level whose joints are consecutive is one contiguous block."""
+    """A tree's joints by depth, for one product a level. Component-major tensors (..., n, B):
+    a level whose joints are consecutive is one strided block."""
 
     levels: list  # per depth >= 1: (children, parents): slices where consecutive, else index tensors
     rel: torch.Tensor  # (n, n) rest joints -> bone vectors: rel_i = J_i - J_parent(i), rel_0 = J_0
@@ -189,29 +196,60 @@ def chain_plan(parents, device, dtype) -> ChainPlan:
     return ChainPlan(levels, rel, torch.tensor(list(parents[1:]), dtype=torch.long, device=device))
 
 
+def _chain_cm(R: torch.Tensor, J: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """`chain_fwd` component-major: R (3, 3, n, B), J (3, n, B) -> G, T (3, 4, n, B). A matrix product
+    is a broadcast product summed over the contracted axis, so every op runs along (joints, B)."""
+    n, B = J.shape[1:]
+    A = J.new_empty(4, 4, n, B)
+    A[:3, :3] = R
+    A[:3, 3] = plan.rel @ J
+    A[3] = _constant(_HOMOGENEOUS_ROW, J)[:, None, None]
+    G = J.new_empty(3, 4, n, B)
+    G[:, :, 0] = A[:3, :, 0]
+    for ch, par in plan.levels:  # G_c[i, j] = sum_k G_p[i, k] A_c[k, j]
+        G[:, :, ch] = (_take(G, par, 2)[:, :, None] * _take(A, ch, 2)[None]).sum(1)
+    W = G[:, :3]
+    T = torch.empty_like(G)
+    T[:, :3] = W
+    torch.sub(G[:, 3], (W * J[None]).sum(1), out=T[:, 3])
+    return G, T, (A, W, J)
+
+
+def _chain_vjp_cm(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: ChainPlan
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`chain_vjp` component-major: gt (3, n, B) or None, gT (3, 4, n, B) -> gR (3, 3, n, B), gJ (3, n, B)."""
+    A, W, J = cache
+    gtt = gT[:, 3]  # (3, n, B)
+    gG = gT.clone()
+    if gt is not None:
+        gG[:, 3] += gt
+    gG[:, :3].addcmul_(gtt[:, None], J[None], value=-1)
+    gJ = -(W * gtt[:, None]).sum(0)
+    for ch, par in reversed(plan.levels):  # the accumulation is sequential; the rest is done after it
+        up = (_take(gG, ch, 2)[:, None] * _take(A, ch, 2)[None]).sum(2)  # gG_c A_c^T
+        if isinstance(par, slice):
+            if par.stop - par.start < up.shape[2]:  # one parent for the whole level
+                gG[:, :, par] += up.sum(2, keepdim=True)
+            else:
+                gG[:, :, par] += up
+        else:
+            gG.index_add_(2, par, up)
+    gRr = torch.empty_like(gG)  # [gR | grel]
+    gRr[:, :, 0] = gG[:, :, 0]
+    gRr[:, :, 1:] = (W.index_select(2, plan.parents)[:, :, None] * gG[:, None, :, 1:]).sum(0)  # W_p^T gG
+    gJ += plan.rel.t() @ gRr[:, 3]
+    return gRr[:, :3], gJ
+
+
 def chain_fwd(R: torch.Tensor, J: torch.Tensor, plan: ChainPlan) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """Forward kinematics, one batched product a tree level, in 3 x 4 form; joint-major.
+    """Forward kinematics, one product a tree level, in 3 x 4 form; joint-major interface.
     R (n, B, 3, 3) local rotations, J (n, B, 3) rest joints ->
     G (n, B, 3, 4) = [W | t] (world rotations, posed joints) and T (n, B, 3, 4) = [W | t - W J]
     (the skinning transforms):  with A_i = [[R_i, J_i - J_p], [0, 1]] (A_0 = [[R_0, J_0], [0, 1]]),
-        G_0 = A_0[:3],  G_i = G_p A_i."""
-    n, B = J.shape[:2]
-    A = torch.empty(n, B, 4, 4, dtype=J.dtype, device=J.device)
-    A[..., :3, :3] = R
-    A[..., :3, 3] = (plan.rel @ J.reshape(n, -1)).view(n, B, 3)
-    A[..., 3, :] = _constant(_HOMOGENEOUS_ROW, J)
-    G = torch.empty(n, B, 3, 4, dtype=J.dtype, device=J.device)
-    G[0] = A[0, :, :3]
-    for ch, par in plan.levels:
-        if isinstance(ch, slice):
-            torch.matmul(_take(G, par), A[ch], out=G[ch])
-        else:
-            G.index_copy_(0, ch, _take(G, par) @ A.index_select(0, ch))
-    W = G[..., :3].contiguous()
-    T = torch.empty_like(G)
-    T[..., :3] = W
-    torch.sub(G[..., 3:], W @ J[..., None], out=T[..., 3:])
-    return G, T, (A, W, J)
+        G_0 = A_0[:3],  G_i = G_p A_i.
+    Computed component-major (`_chain_cm`, what body_fwd runs); the cache is component-major."""
+    G, T, cache = _chain_cm(R.permute(2, 3, 0, 1), J.permute(2, 0, 1), plan)
+    return G.permute(2, 3, 0, 1), T.permute(2, 3, 0, 1), cache
 
 
 def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: ChainPlan
@@ -221,80 +259,66 @@ def chain_vjp(cache: tuple, gt: torch.Tensor | None, gT: torch.Tensor, plan: Cha
     gG = [gW - gtt J^T | gt + gtt] and gJ = -W^T gtt. Then the levels deepest first, each child's
     accumulated gG_c = [gW_c | gt_c] giving
         [gR_c | grel_c] = W_p^T gG_c,   gG_p += gG_c A_c^T = [gW_c R_c^T + gt_c rel_c^T | gt_c]
-    (the root: [gR_0 | grel_0] = gG_0); and rel = D J: gJ += D^T grel."""
-    A, W, J = cache
-    n, B = J.shape[:2]
-    gtt = gT[..., 3:]  # (n, B, 3, 1)
-    gG = gT.clone()
-    if gt is not None:
-        gG[..., 3] += gt
-    gG[..., :3].addcmul_(gtt, J[..., None, :], value=-1)
-    gJ = -(W.transpose(-1, -2) @ gtt)[..., 0]
-    for ch, par in reversed(plan.levels):  # the accumulation is sequential; the rest is done after it
-        up = _take(gG, ch) @ _take(A, ch).transpose(-1, -2)
-        if isinstance(par, slice):
-            if par.stop - par.start < len(up):  # one parent for the whole level
-                gG[par] += up.sum(0, keepdim=True)
-            else:
-                gG[par] += up
-        else:
-            gG.index_add_(0, par, up)
-    gRr = torch.empty_like(gG)  # [gR | grel]
-    gRr[0] = gG[0]
-    torch.matmul(W.index_select(0, plan.parents).transpose(-1, -2), gG[1:], out=gRr[1:])
-    gJ += (plan.rel.t() @ gRr[..., 3].reshape(n, -1)).view(n, B, 3)
-    return gRr[..., :3], gJ
+    (the root: [gR_0 | grel_0] = gG_0); and rel = D J: gJ += D^T grel. (`_chain_vjp_cm`.)"""
+    gR, gJ = _chain_vjp_cm(cache, None if gt is None else gt.permute(2, 0, 1), gT.permute(2, 3, 0, 1), plan)
+    return gR.permute(2, 3, 0, 1), gJ.permute(1, 2, 0)
 
 
 class Folded(NamedTuple):
-    """The folded regressor laid out for matrix products (`fold_pairs`)."""
+    """The folded regressor laid out for matrix products and row gathers (`fold_pairs`)."""
 
     C: torch.Tensor  # (K, 4P): x C = per pair (local_p, w_p), coordinate-major (column d P + p)
-    bone_select: torch.Tensor  # (24, P) one-hot: bone of each pair
-    joint_select: torch.Tensor  # (P, Jv) one-hot: joint of each pair
     pair_bone: torch.Tensor  # (P,) int64 bone of each pair
+    pair_joint: torch.Tensor  # (P,) int64 vertex joint of each pair
+    num_joints: int  # Jv
 
 
 def fold_pairs(coeffs: torch.Tensor, bone_weight: torch.Tensor, pair_joint: torch.Tensor, pair_bone: torch.Tensor,
                num_joints: int, num_bones: int) -> Folded:
-    """The folded regressor (P, 3, K), bone weights (P,) and pair indices as matrices; w_p rides on
-    x's constant 1, so x C holds (local_p, w_p) for every pair."""
+    """The folded regressor (P, 3, K) and bone weights (P,) as one matrix; w_p rides on x's constant 1,
+    so x C holds (local_p, w_p) for every pair. (num_bones, T's joint axis, needs no table.)"""
     P, _, K = coeffs.shape
     wrow = torch.zeros(P, 1, K, dtype=coeffs.dtype, device=coeffs.device)
     wrow[:, 0, 0] = bone_weight
     C = torch.cat([coeffs, wrow], 1).permute(2, 1, 0).reshape(K, 4 * P).contiguous()
-    arange = torch.arange(P, device=coeffs.device)
-    bones = torch.zeros(num_bones, P, dtype=coeffs.dtype, device=coeffs.device)
-    bones[pair_bone, arange] = 1.0
-    joints = torch.zeros(P, num_joints, dtype=coeffs.dtype, device=coeffs.device)
-    joints[arange, pair_joint] = 1.0
-    return Folded(C, bones, joints, pair_bone.to(coeffs.device))
+    return Folded(C, pair_bone.to(coeffs.device), pair_joint.to(coeffs.device), num_joints)
+
+
+def _joints_only_cm(xt: torch.Tensor, T: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, tuple]:
+    """`joints_only_fwd` component-major: xt (K, B) = x^T, T (3, 4, 24, B) -> vertex joints (3, Jv, B).
+    Pairs run along the joint axis: the gather by bone is an index_select, the sum by joint an index_add_."""
+    B = xt.shape[1]
+    P = fold.pair_bone.shape[0]
+    loc = (fold.C.t() @ xt).view(4, P, B)  # (local_p, w_p)
+    Tg = T.index_select(2, fold.pair_bone)  # (3, 4, P, B): T_{k_p}
+    pp = (Tg * loc[None]).sum(1)  # (3, P, B)
+    return xt.new_zeros(3, fold.num_joints, B).index_add_(1, fold.pair_joint, pp), (loc, Tg, T.shape[2])
+
+
+def _joints_only_vjp_cm(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, torch.Tensor]:
+    """`joints_only_vjp` component-major: g (3, Jv, B) -> (dL/dx^T (K, B), dL/dT (3, 4, 24, B))."""
+    loc, Tg, nb = cache
+    P, B = loc.shape[1:]
+    gp = g.index_select(1, fold.pair_joint)  # (3, P, B): g_{j_p}
+    gT = g.new_zeros(3, 4, nb, B).index_add_(2, fold.pair_bone, gp[:, None] * loc[None])
+    gloc = (Tg * gp[:, None]).sum(0)  # (4, P, B): T_{k_p}^T g_{j_p}
+    return fold.C @ gloc.view(4 * P, B), gT
 
 
 def joints_only_fwd(x: torch.Tensor, T: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, tuple]:
     """The folded regressor (joints_only/reference.py): x (B, K) = [1, betas, pose feature],
     T (24, B, 3, 4) transforms (joint-major) -> joints (B, Jv, 3):
         (local_p, w_p) = x C_p,   joint_j = sum_{p: j_p = j} T_{k_p} (local_p, w_p).
-    Pairs run along the last axis (the gather by bone is an index_select, the sums over pairs are
-    products with 0/1 matrices)."""
-    B = x.shape[0]
-    P = fold.bone_select.shape[1]
-    loc = (x @ fold.C).view(B, 1, 4, P)
-    Tg = T.reshape(-1, B * 12).t().index_select(1, fold.pair_bone).view(B, 3, 4, P)  # T_{k_p}
-    pp = (Tg * loc).sum(2)  # (B, 3, P)
-    return (pp @ fold.joint_select).transpose(1, 2), (loc, Tg)
+    Computed component-major (`_joints_only_cm`)."""
+    vj, cache = _joints_only_cm(x.t(), T.permute(2, 3, 0, 1), fold)
+    return vj.permute(2, 1, 0), cache
 
 
 def joints_only_vjp(cache: tuple, g: torch.Tensor, fold: Folded) -> tuple[torch.Tensor, torch.Tensor]:
     """From g = dL/djoints (B, Jv, 3): dL/dx (B, K) = (T_{k_p}^T g_{j_p})_p (B, 4P) @ C^T (its first
     entry belongs to the constant 1), dL/dT_k (24, B, 3, 4) = sum_{p: k_p = k} g_{j_p} (local_p, w_p)^T."""
-    loc, Tg = cache
-    B = g.shape[0]
-    P = fold.bone_select.shape[1]
-    gp = torch.mm(g.transpose(1, 2).reshape(B * 3, -1), fold.joint_select.t()).view(B, 3, 1, P)  # g_{j_p}
-    gT = torch.mm(fold.bone_select, (gp * loc).view(B * 12, P).t()).view(-1, B, 3, 4)
-    gx = (Tg * gp).sum(1).view(B, 4 * P) @ fold.C.t()
-    return gx, gT
+    gxt, gT = _joints_only_vjp_cm(cache, g.permute(2, 1, 0), fold)
+    return gxt.t(), gT.permute(2, 3, 0, 1)
 
 
 def project_fwd(joints: torch.Tensor, cam_t: torch.Tensor, keypoints: torch.Tensor, conf: torch.Tensor | None,
@@ -378,9 +402,8 @@ class _Prepared(NamedTuple):
 
     plan: ChainPlan
     fold: Folded
-    J_shapedirs: torch.Tensor  # (S, 72) rest joints' shape blend as one matrix
-    J_template: torch.Tensor  # (72,)
-    eye: torch.Tensor  # (3, 3)
+    J_shapedirs: torch.Tensor  # (3 * 24, S) rest joints' shape blend, component-major rows (c * 24 + joint)
+    J_template: torch.Tensor  # (3 * 24, 1) likewise
 
 
 def prepare(consts: FitConstants) -> _Prepared:
@@ -388,8 +411,9 @@ def prepare(consts: FitConstants) -> _Prepared:
     nb, S = consts.J_template.shape[0], consts.J_shapedirs.shape[-1]
     fold = fold_pairs(consts.coeffs, consts.bone_weight, consts.pair_joint, consts.pair_bone,
                       consts.num_vertex_joints, nb)
-    return _Prepared(chain_plan(consts.parents, dev, dt), fold, consts.J_shapedirs.reshape(-1, S).t().contiguous(),
-                     consts.J_template.reshape(-1), torch.eye(3, dtype=dt, device=dev))
+    return _Prepared(chain_plan(consts.parents, dev, dt), fold,
+                     consts.J_shapedirs.transpose(0, 1).reshape(3 * nb, S).contiguous(),
+                     consts.J_template.t().reshape(3 * nb, 1).contiguous())
 
 
 def body_fwd(c: FitConstants, pc: _Prepared, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -397,30 +421,35 @@ def body_fwd(c: FitConstants, pc: _Prepared, x: torch.Tensor) -> tuple[torch.Ten
     BodyModel.joints_only: 1. R = Rodrigues of the 24 axis-angles; 2. rest joints
     J = J_template + J_shapedirs betas; 3. the chain (G = [W | t], T); 4. pose feature R[1:] - I;
     5. the folded regressor on x = [1, betas, pose feature]; 6. cat([t | vertex joints])[joint_index].
-    Per-joint tensors are joint-major (24, B, ...) in between."""
+    In between, tensors are component-major with the batch last ((3, 3, 24, B), (3, 24, B), ...), so
+    that every elementwise op and every small matrix product runs along (joints, B)."""
     B = x.shape[0]
     nb = pc.J_template.shape[0] // 3
-    R, rc = rodrigues_fwd(x[:, :72].reshape(B, nb, 3).transpose(0, 1).contiguous())  # (24, B, 3, 3)
-    betas = x[:, 72:]
-    J = torch.addmm(pc.J_template, betas, pc.J_shapedirs).view(B, nb, 3).transpose(0, 1).contiguous()
-    G, T, cc = chain_fwd(R, J, pc.plan)
-    feat = torch.cat([betas.new_ones(B, 1), betas, (R[1:] - pc.eye).transpose(0, 1).reshape(B, -1)], 1)
-    vj, jc = joints_only_fwd(feat, T, pc.fold)
-    return torch.cat([G[..., 3].transpose(0, 1), vj], 1).index_select(1, c.joint_index), (rc, cc, jc)
+    R, rc = _rodrigues_cm(x[:, :72].reshape(B, nb, 3).permute(2, 1, 0).reshape(3, nb * B))  # (9, 24 B)
+    R = R.view(3, 3, nb, B)
+    betas_t = x[:, 72:].t()
+    J = torch.addmm(pc.J_template, pc.J_shapedirs, betas_t).view(3, nb, B)
+    G, T, cc = _chain_cm(R, J, pc.plan)
+    feat = (R[:, :, 1:] - _constant(_EYE9, x).view(3, 3, 1, 1)).permute(2, 0, 1, 3).reshape(-1, B)  # (23 * 9, B)
+    xt = torch.cat([betas_t.new_ones(1, B), betas_t, feat])  # (K, B)
+    vj, jc = _joints_only_cm(xt, T, pc.fold)
+    joints = torch.cat([G[:, 3], vj], 1).index_select(1, c.joint_index)  # (3, 49, B)
+    return joints.permute(2, 1, 0).contiguous(), (rc, cc, jc)
 
 
 def body_vjp(c: FitConstants, pc: _Prepared, cache: tuple, g: torch.Tensor) -> torch.Tensor:
     """dL/dx (B, 72 + S) from g = dL/djoints (B, 49, 3), the steps of `body_fwd` backwards."""
     rc, cc, jc = cache
     B, nb = g.shape[0], pc.J_template.shape[0] // 3
-    S = pc.J_shapedirs.shape[0]
-    g_all = g.new_zeros(B, nb + c.num_vertex_joints, 3).index_add_(1, c.joint_index, g)
-    gfeat, gT = joints_only_vjp(jc, g_all[:, nb:], pc.fold)
-    gR, gJ = chain_vjp(cc, g_all[:, :nb].transpose(0, 1), gT, pc.plan)
-    gR[1:] += gfeat[:, 1 + S:].view(B, nb - 1, 3, 3).transpose(0, 1)
-    gv = rodrigues_vjp(rc, gR)
-    g_betas = torch.addmm(gfeat[:, 1:1 + S], gJ.transpose(0, 1).reshape(B, -1), pc.J_shapedirs.t())
-    return torch.cat([gv.transpose(0, 1).reshape(B, -1), g_betas], 1)
+    S = pc.J_shapedirs.shape[1]
+    g_all = g.new_zeros(3, nb + c.num_vertex_joints, B).index_add_(1, c.joint_index, g.permute(2, 1, 0))
+    gxt, gT = _joints_only_vjp_cm(jc, g_all[:, nb:], pc.fold)
+    gR, gJ = _chain_vjp_cm(cc, g_all[:, :nb], gT, pc.plan)
+    gR = gR.reshape(9, nb, B)
+    gR[:, 1:] += gxt[1 + S:].view(nb - 1, 9, B).transpose(0, 1)
+    gv = _rodrigues_vjp_cm(rc, gR.view(9, nb * B)).view(3, nb, B)
+    g_betas = torch.addmm(gxt[1:1 + S], pc.J_shapedirs.t(), gJ.reshape(3 * nb, B))  # (S, B)
+    return torch.cat([gv.permute(2, 1, 0).reshape(B, -1), g_betas.t()], 1)
 
 
 def priors_fwd(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: torch.Tensor
