@@ -24,9 +24,11 @@ checked against torch.autograd in tests/test_smplify_hand.py):
      `priors_reference`), so a result is scored exactly as SMPLify.joint_loss / priors score it;
   2. stage 1 (`stage1_objective`): one Rodrigues and the rigid root turn of the joints computed once;
   3. stage 2 (`stage2_objective`): Rodrigues of the 24 joints at once, the chain a tree level at a
-     time (joint-major tensors: a level is one contiguous block), the folded regressor as matrix
-     products (x C, and 0/1 matrices to gather by bone and sum by joint), the smpl_49 assembly, the
-     robust reprojection and the priors (GMM as one (M, B, 69) product, gradient P_k* d_k*);
+     time, the folded regressor (x C, then gathers by bone and sums by joint), the smpl_49 assembly,
+     the robust reprojection and the priors (GMM as one (M, B, 69) product, gradient P_k* d_k*).
+     The body runs component-major with the batch last ((3, 3, 24, B), (3, 24, B)): on CPU a
+     batched product of 3 x 4 matrices, or an elementwise op over a trailing axis of 3, costs
+     several times a broadcast product summed over the contracted axis that runs along (joints, B);
   4. `_Adam`: torch.optim.Adam's update on flat (B, n) buffers with the per-sample bookkeeping of
      SMPLify._adam; a stage stops early once no row is active (the remaining steps change nothing).
 Batch stop (opts.batch_stop): see `smplify_fit_torch`.
