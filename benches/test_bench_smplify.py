@@ -28,13 +28,10 @@ B = 64
 ITERS = 100
 
 
-@pytest.fixture(scope="module")
-def problem(synthetic_assets, device):
-    smpl = load_smpl(synthetic_assets.smpl("neutral"))
-    extra = load_regressor(synthetic_assets.j_regressor_extra)
-    body = BodyModel(smpl, extra).to(device)
-    gmm = load_gmm(synthetic_assets.gmm)
-    g = torch.Generator().manual_seed(0)
+def fit_problem(body, B, device, seed=0):
+    """Bodies near the camera axis, their 49 joints projected + 2 px noise as keypoints (random
+    confidences), and a perturbed start: SMPLify's arguments (pose, betas, cam_t, keypoints2d)."""
+    g = torch.Generator().manual_seed(seed)
     body_pose = 0.2 * torch.randn(B, 69, generator=g)
     orient = torch.tensor([math.pi, 0.0, 0.0]).repeat(B, 1) + 0.2 * torch.randn(B, 3, generator=g)
     betas = 0.5 * torch.randn(B, 10, generator=g)
@@ -46,7 +43,16 @@ def problem(synthetic_assets, device):
     kp = torch.cat([px + 2 * torch.randn(B, 49, 2, generator=g), 0.3 + 0.7 * torch.rand(B, 49, 1, generator=g)], -1)
     start = (torch.cat([orient, body_pose], 1) + 0.1 * torch.randn(B, 72, generator=g), torch.zeros(B, 10),
              cam * torch.tensor([1.0, 1.0, 1.1]))
-    args = tuple(t.to(device) for t in (*start, kp))
+    return tuple(t.to(device) for t in (*start, kp))
+
+
+@pytest.fixture(scope="module")
+def problem(synthetic_assets, device):
+    smpl = load_smpl(synthetic_assets.smpl("neutral"))
+    extra = load_regressor(synthetic_assets.j_regressor_extra)
+    body = BodyModel(smpl, extra).to(device)
+    gmm = load_gmm(synthetic_assets.gmm)
+    args = fit_problem(body, B, device)
     return {"smpl": smpl, "extra": extra, "gmm": gmm, "body": body, "args": args}
 
 

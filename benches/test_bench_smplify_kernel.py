@@ -7,17 +7,15 @@ autograd, one iteration of each stage captured in a CUDA graph and replayed) and
 the two fits must agree (the same samples valid, stage-2 losses within 1e-3 relative). CUDA only:
 on a CPU the fused path is the hand-derived torch fit, measured by test_bench_smplify.py.
 """
-import math
-
 import pytest
 import torch
 
 from spin_fast.body import BodyModel
 from spin_fast.body.io import load_gmm, load_regressor, load_smpl
-from spin_fast.geometry import perspective_projection
 from spin_fast.smplify import SMPLify
 
 from conftest import requires_cuda
+from test_bench_smplify import fit_problem
 
 ITERS = 100
 BATCHES = (64, 512, 4096)
@@ -30,28 +28,12 @@ def model(synthetic_assets):
     return body, load_gmm(synthetic_assets.gmm)
 
 
-def problem(body, B):
-    """Bodies near the camera axis, their 49 joints projected + noise as keypoints, a perturbed start."""
-    g = torch.Generator().manual_seed(B)
-    body_pose = 0.2 * torch.randn(B, 69, generator=g)
-    orient = torch.tensor([math.pi, 0.0, 0.0]).repeat(B, 1) + 0.2 * torch.randn(B, 3, generator=g)
-    betas = 0.5 * torch.randn(B, 10, generator=g)
-    cam = torch.stack([0.1 * torch.randn(B, generator=g), 0.1 * torch.randn(B, generator=g),
-                       45 + 5 * torch.rand(B, generator=g)], 1)
-    with torch.no_grad():
-        px = perspective_projection(body.joints_only(betas.cuda(), body_pose.cuda(), orient.cuda()), cam.cuda()).cpu()
-    kp = torch.cat([px + 2 * torch.randn(B, 49, 2, generator=g), 0.3 + 0.7 * torch.rand(B, 49, 1, generator=g)], -1)
-    start = (torch.cat([orient, body_pose], 1) + 0.1 * torch.randn(B, 72, generator=g), torch.zeros(B, 10),
-             cam * torch.tensor([1.0, 1.0, 1.1]))
-    return tuple(t.cuda() for t in (*start, kp))
-
-
 @requires_cuda
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("impl", ["per_op_ref", "kernel"])
 def test_smplify_kernel(benchmark, model, impl, B):
     body, gmm = model
-    args = problem(body, B)
+    args = fit_problem(body, B, torch.device("cuda"), seed=B)
     fitters = {name: SMPLify(body, gmm=gmm, stage1_iters=ITERS, stage2_iters=ITERS, fused=name == "kernel")
                for name in ("per_op_ref", "kernel")}
     ref, ours = (fitters[name](*args) for name in ("per_op_ref", "kernel"))  # also the warm-up
