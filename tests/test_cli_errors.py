@@ -176,6 +176,8 @@ def test_a_device_that_is_not_there_is_named(data_root, weights, tmp_path):  # n
     Image.new("RGB", (40, 40)).save(images / "a.png")
     one_error(cli("demo", "--checkpoint", weights, "--images", images, "--out", tmp_path / "o", "--device", "gpu"),
               "demo", "device 'gpu'")
+    one_error(cli("evaluate", "--checkpoint", weights, "--data-root", data_root, "--device", "tpu7"), "evaluate",
+              "device 'tpu7': not a device")
     if not torch.cuda.is_available():
         one_error(cli("train", *_cli_args(data_root, tmp_path / "w", 1), "--device", "cuda"), "train",
                   "device 'cuda' requested but torch sees no CUDA GPU")

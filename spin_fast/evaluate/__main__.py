@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
         ap.error("one of --checkpoint, --onnx, --mean-pose or --work-dir is required")
     if args.onnx and (args.bf16 or args.channels_last):
         raise EvaluateError("--bf16 and --channels-last set the torch network; an --onnx file runs as exported")
-    from spin_fast.config import default_device
+    from spin_fast.config import parse_device
     from spin_fast.data import BackendUnavailable, build_eval_loader, choose_backend
     from spin_fast.data.humandata import HumanDataError
     from spin_fast.data.datasets import DATASETS
@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
             check_writable(os.path.dirname(os.path.abspath(target)), flag)  # before the run, not after
             if os.path.isdir(target):
                 raise SystemExit(f"{flag} {target} is a folder; name the file to write")
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
     if device.type == "cuda":  # Triton launches on the current device, whatever the tensors' device
         torch.cuda.set_device(device)
     try:
