@@ -60,6 +60,19 @@ def _local(betas_ptr, pf_ptr, coeffs_ptr, rows, row_ok, pp, p_ok, S, PF, stride_
 
 
 @triton.jit
+def _pair_points(t_ptr, t_ok, lx, ly, lz, bwb):
+    """pp = R_k local + t_k w of each (body, pair): t_ptr points at the pair's bone transform [R | t]
+    (12 entries, row-major) in a (BLOCK_B, BLOCK_P) tile; returns the three coordinate tiles."""
+    px = (tl.load(t_ptr + 0, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 1, mask=t_ok, other=0.0) * ly
+          + tl.load(t_ptr + 2, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 3, mask=t_ok, other=0.0) * bwb)
+    py = (tl.load(t_ptr + 4, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 5, mask=t_ok, other=0.0) * ly
+          + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 7, mask=t_ok, other=0.0) * bwb)
+    pz = (tl.load(t_ptr + 8, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 9, mask=t_ok, other=0.0) * ly
+          + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 11, mask=t_ok, other=0.0) * bwb)
+    return px, py, pz
+
+
+@triton.jit
 def _joints_only_forward_kernel(
     betas_ptr,  # (B, S) shape coefficients, strides (stride_bb, stride_bs)
     pf_ptr,  # (B, PF) pose feature (R[1:] - I flattened), strides (stride_fb, stride_fp)
@@ -100,12 +113,7 @@ def _joints_only_forward_kernel(
         t_ptr = trans_ptr + rows[:, None] * (NB * 12) + bone[None, :] * 12
         t_ok = row_ok[:, None] & p_ok[None, :]
         bwb = bw[None, :]
-        px = (tl.load(t_ptr + 0, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 1, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 2, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 3, mask=t_ok, other=0.0) * bwb)
-        py = (tl.load(t_ptr + 4, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 5, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 7, mask=t_ok, other=0.0) * bwb)
-        pz = (tl.load(t_ptr + 8, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 9, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 11, mask=t_ok, other=0.0) * bwb)
+        px, py, pz = _pair_points(t_ptr, t_ok, lx, ly, lz, bwb)
         # sum the pairs into their joints: (BLOCK_B, BLOCK_P) @ onehot (BLOCK_P, BLOCK_J)
         onehot = tl.where(p_ok[:, None] & (joint[:, None] == jj[None, :]), 1.0, 0.0).to(acc_t)
         out_x += tl.dot(px, onehot, input_precision=PRECISION, out_dtype=acc_t)

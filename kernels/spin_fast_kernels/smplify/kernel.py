@@ -68,7 +68,7 @@ import triton
 import triton.language as tl
 
 from ..gmm_prior.kernel import _gmm_component_chunk
-from ..joints_only.kernel import _local
+from ..joints_only.kernel import _local, _pair_points
 from ..kinematic_chain.kernel import (_chain_backward_walk, _chain_forward_walk, _div_ieee, _load3, _rodrigues,
                                       _rodrigues_vjp, _sqrt_ieee)
 from ..reprojection.kernel import _drho, _rho
@@ -174,12 +174,7 @@ def _body_forward(st_ptr, sc_ptr, rows, row_ok, z, jt_ptr, jsd_ptr, parents_ptr,
         tl.store(l_ptr + 2, lz, mask=t_ok)
         t_ptr = sc_b[:, None] + O_TRANS + bone[None, :] * 12
         bwb = bw[None, :]
-        px = (tl.load(t_ptr + 0, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 1, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 2, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 3, mask=t_ok, other=0.0) * bwb)
-        py = (tl.load(t_ptr + 4, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 5, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 6, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 7, mask=t_ok, other=0.0) * bwb)
-        pz = (tl.load(t_ptr + 8, mask=t_ok, other=0.0) * lx + tl.load(t_ptr + 9, mask=t_ok, other=0.0) * ly
-              + tl.load(t_ptr + 10, mask=t_ok, other=0.0) * lz + tl.load(t_ptr + 11, mask=t_ok, other=0.0) * bwb)
+        px, py, pz = _pair_points(t_ptr, t_ok, lx, ly, lz, bwb)
         onehot = tl.where(p_ok[:, None] & (joint[:, None] == jj[None, :]), 1.0, 0.0).to(acc_t)
         out_x += tl.dot(px, onehot, input_precision=PRECISION, out_dtype=acc_t)
         out_y += tl.dot(py, onehot, input_precision=PRECISION, out_dtype=acc_t)
