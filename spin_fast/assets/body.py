@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.optimize
 import scipy.sparse
-from skimage.measure import marching_cubes
 
 from spin_fast.constants import LANDMARK_VERTICES, NUM_JOINTS, NUM_VERTICES, SMPL_PARENTS
+from spin_fast.errors import SpinFastError
 
 NUM_FACES = 13776
 
@@ -137,7 +137,18 @@ def body_sdf(p: np.ndarray) -> np.ndarray:
 
 
 # --- mesh ------------------------------------------------------------------------------------------
+def _marching_cubes():
+    """scikit-image's marching cubes, which only building the stand-in needs (the extra `synthetic`)."""
+    try:
+        from skimage.measure import marching_cubes
+    except ImportError:
+        raise SpinFastError("building the synthetic stand-in needs scikit-image, which is not installed: "
+                            "pip install 'spin_fast[synthetic]' (training on real data does not need it)") from None
+    return marching_cubes
+
+
 def _march(h: float):
+    marching_cubes = _marching_cubes()
     xs = np.arange(-0.97, 0.97 + h, h)
     ys = np.arange(-1.30, 0.62 + h, h)
     zs = np.arange(-0.20, 0.27 + h, h)

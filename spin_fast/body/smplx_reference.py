@@ -13,14 +13,19 @@ import torch
 
 from spin_fast.body.model import JOINT_SETS, BodyOutput
 from spin_fast.constants import NUM_JOINTS, SMPL_54_TO_49
+from spin_fast.errors import SpinFastError
 
 NUM_BODY = NUM_JOINTS - 1
 
 
 def smplx_body(smpl: dict, dtype: torch.dtype = torch.float32):
     """smplx.SMPL built from a `spin_fast.body.io.load_smpl` dict (no file, no chumpy)."""
-    import smplx
-    from smplx.utils import Struct
+    try:
+        import smplx
+        from smplx.utils import Struct
+    except ImportError:
+        raise SpinFastError("the smplx reference body needs smplx, which is not installed: "
+                            "pip install 'spin_fast[reference]'") from None
 
     struct = Struct(**{k: smpl[k] for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
                                             "weights", "kintree_table", "f")})
