@@ -178,11 +178,17 @@ def table(sub) -> list[tuple[str, object, str]]:
 NOT_REPRODUCED: dict[str, tuple[str, ...]] = {
     "mmhuman3d": (),
     "spin": (
-        "crop content: SPIN's crop() (utils/imutils.py:46) pastes the rounded window into a new image, rotates it "
-        "and resizes it; spin_fast samples the same window in one affine warp. Content lands within 0.03 px of "
-        "SPIN's where the window lies inside the image and is downscaled less than 2x (tests/test_presets_augment.py "
-        "asserts 0.05 px); up to ~0.5 px where the window leaves the image or is downscaled 2x or more (not asserted "
-        "by a test). The 2D labels follow SPIN's transform() exactly.",
+        "crop content: SPIN's crop() (utils/imutils.py:46) pastes the rounded window into a black canvas, rotates "
+        "it (scipy imrotate) and resizes it (scipy imresize: PIL's filtered resize); spin_fast samples the same "
+        "window in one bilinear affine warp. Where the content lands matches: dots within 0.05 px, also for "
+        "windows downscaled 2x to 4x and windows that leave the image; the image border within 0.15 px below a 2x "
+        "downscale and within 0.3 px from 2x to 4x (tests/test_presets_augment.py, tests/test_presets_spin_crop.py). "
+        "The pixel values differ by the resize filter (PIL averages a downscaled window over a triangle as wide as "
+        "the scale, the warp reads 4 pixels): a smooth random texture's crops differ by a mean of at most "
+        "1 grey level below a 2x downscale and 2.5 / 5 / 7.5 grey levels below 3x / below 4x / at 4x. scipy's "
+        "toimage also byte-scales the float canvas to 0..255 over its own minimum and maximum before rotating or "
+        "resizing (no change where the window holds a 0 and a 255); spin_fast does not stretch. The 2D labels "
+        "follow SPIN's transform() exactly.",
         "epoch length: SPIN's epoch is its largest dataset; optim.samples_per_epoch stays 100,000 images.",
     ),
 }

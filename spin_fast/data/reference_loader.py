@@ -18,16 +18,27 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from spin_fast.constants import IMG_RES
-from spin_fast.data.augment import invert_affine, noise_and_normalize, to_half_pixel
+from spin_fast.data.augment import invert_affine, noise_and_normalize, sampling_roi, to_half_pixel
 from spin_fast.data.batch import BatchPlan, ImageError, Sources, assemble_labels, read_image_bytes, to_device
 
 
 def warp_image(image: Image.Image, matrix: np.ndarray, res: int = IMG_RES) -> np.ndarray:
     """Warp a PIL image with `matrix` (2, 3) image -> crop pixels, bilinear, black outside (the one
-    PIL crop warp: the reference loader's and the demo's). Returns (res, res, 3) uint8 RGB."""
-    inv = to_half_pixel(invert_affine(matrix[None]))[0]  # PIL takes crop -> image, half-pixel centred
-    out = image.convert("RGB").transform((res, res), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
-                                         resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    PIL crop warp: the reference loader's and the demo's). Returns (res, res, 3) uint8 RGB.
+
+    The region the crop samples is cut out first with black beyond the image (`Image.crop` pads with
+    zeros), so the bilinear taps that fall outside the image read black and the image border lands
+    where the matrix puts it, as in a window pasted into a black canvas (SPIN's crop) and as
+    grid_sample / warp_affine sample; PIL's transform alone would paint a whole crop pixel black as
+    soon as its centre maps outside the image (the border up to 0.5 crop pixels off)."""
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    inv = invert_affine(matrix[None])  # crop -> image, integer-centred
+    lo, hi = sampling_roi(inv, res)
+    region = image.crop((int(lo[0, 0]), int(lo[0, 1]), int(hi[0, 0]), int(hi[0, 1])))
+    inv[:, :, 2] -= lo  # crop -> region
+    inv = to_half_pixel(inv)[0]  # PIL takes crop -> source, half-pixel centred
+    out = region.transform((res, res), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)),
+                           resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
     return np.asarray(out)
 
 
