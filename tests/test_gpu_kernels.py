@@ -75,7 +75,7 @@ def op_case(name, body, consts, B, seed=0, vertices=None):
         kp = 112.0 + 60.0 * torch.randn(B, 49, 2, **f64)
         conf = torch.rand(B, 49, **f64)
         conf[:, [1, 9, 12, 27, 28]] = 0.0
-        kw = dict(focal_length=5000.0, sigma=100.0, flavor="spin", img_size=224, reduction="none")
+        kw = dict(focal_length=5000.0, sigma=100.0, units=0, img_size=224, reduction="none")
         return ((lambda j, tt, k, c, ce: reprojection_loss(j, tt, k, c, center=ce, **kw)),
                 (lambda j, tt, k, c, ce: reprojection_loss_torch(j, tt, k, c, center=ce, **kw)),
                 [joints, t, kp, conf, center], [True, True, False, False, False])

@@ -109,13 +109,13 @@ for fp, acc in (("fp32", tl.float32), ("fp64", tl.float64)):
                                                          BLOCK_K=16, BLOCK_N=32)))
     jobs.append((gk._gmm_prior_backward_kernel, fp, dict(BLOCK_B=16, BLOCK_D=128)))
     for spin in (True, False):
-        c = dict(SPIN=spin, ROBUST=True, REDUCE_SUM=spin, HAS_CENTER=spin, ACC=acc, BLOCK_B=8, BLOCK_J=64)
+        c = dict(PIXELS=spin, ROBUST=True, REDUCE_SUM=spin, HAS_CENTER=spin, ACC=acc, BLOCK_B=8, BLOCK_J=64)
         jobs += [(rk._reprojection_forward_kernel, fp, c), (rk._reprojection_backward_kernel, fp, c)]
 shared = {}
 for fn, fp, consts in jobs:
     k = triton.compile(ASTSource(fn, signature(fn, fp), consts), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 4})
-    flavor = {True: "-spin", False: "-mmhuman3d"}.get(consts.get("SPIN"), "")
+    flavor = {True: "-spin", False: "-mmhuman3d"}.get(consts.get("PIXELS"), "")
     shared[f"{fn.fn.__name__}-{fp}{flavor}"] = k.metadata.shared
 print(json.dumps(shared))
 """

@@ -1,4 +1,4 @@
-"""reprojection op (SMPLify's robust 2D reprojection loss, SPIN and mmhuman3d flavors): Triton kernels
+"""reprojection op (SMPLify's robust 2D reprojection loss, pixel (SPIN) and normalised (mmhuman3d) units): Triton kernels
 vs the torch reference, forward and gradients, odd strides and bad inputs, and hand-worked checks of
 the reference itself (tolerances: tests/kernel_checks.py)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kernel_checks import assert_as_good_as_torch, batches
-from spin_fast_kernels.reprojection import gmof, project_points, reprojection_loss, reprojection_loss_torch
+from spin_fast_kernels.reprojection import NORMALISED, PIXELS, gmof, project_points, reprojection_loss, reprojection_loss_torch
 
 HAS_CUDA = torch.cuda.is_available()
 # Triton-path tests run where the kernels can: under the interpreter on CPU (TRITON_INTERPRET is set
@@ -46,6 +46,7 @@ def run_reprojection(fn, inputs, upstream, dtype, **kw):
     return out.detach(), joints.grad, t.grad
 
 
+UNITS = {"spin": PIXELS, "mmhuman3d": NORMALISED}  # each codebase's SMPLify data units
 FLAVOR_SIGMA = [("spin", 100.0), ("spin", math.inf), ("mmhuman3d", 100.0), ("mmhuman3d", 0.05)]
 
 
@@ -54,7 +55,7 @@ FLAVOR_SIGMA = [("spin", 100.0), ("spin", math.inf), ("mmhuman3d", 100.0), ("mmh
 def test_reprojection_loss_fp32_matches_reference(triton_backend, flavor, sigma, reduction):
     """mmhuman3d with sigma 0.05 puts e^2 = (2r/224)^2 on both sides of sigma, as sigma 100 px does in SPIN."""
     device = DEV
-    kw = dict(flavor=flavor, sigma=sigma, reduction=reduction)
+    kw = dict(units=UNITS[flavor], sigma=sigma, reduction=reduction)
     for B in batches(device):
         inputs = reprojection_inputs(B, device, seed=B)
         shape = (B,) if reduction == "sum" else (B, 49)
@@ -73,7 +74,7 @@ def test_reprojection_loss_fp32_matches_reference(triton_backend, flavor, sigma,
 def test_reprojection_loss_fp64_default_center_and_img_size(triton_backend, flavor):
     joints, t, kp, conf, _ = reprojection_inputs(3, DEV, seed=4)
     upstream = torch.randn(3, 49, dtype=torch.float64, device=DEV)
-    kw = dict(flavor=flavor, img_size=223, reduction="none", sigma=0.5 if flavor == "mmhuman3d" else 100.0)
+    kw = dict(units=UNITS[flavor], img_size=223, reduction="none", sigma=0.5 if flavor == "mmhuman3d" else 100.0)
     res = []
     for fn in (reprojection_loss_torch, reprojection_loss):
         j, tt = joints.clone().requires_grad_(True), t.clone().requires_grad_(True)
@@ -111,8 +112,10 @@ def test_reprojection_loss_bad_inputs(triton_backend):
         reprojection_loss(joints, t, kp, conf[..., None])
     with pytest.raises(ValueError, match="center must be"):
         reprojection_loss(joints, t, kp, conf, center=center[0])
-    with pytest.raises(ValueError, match="flavor"):
-        reprojection_loss(joints, t, kp, conf, flavor="smplx")
+    with pytest.raises(ValueError, match="units"):
+        reprojection_loss(joints, t, kp, conf, units=2)
+    with pytest.raises(ValueError, match="units"):
+        reprojection_loss(joints, t, kp, conf, units="spin")
     with pytest.raises(ValueError, match="reduction"):
         reprojection_loss(joints, t, kp, conf, reduction="mean")
     with pytest.raises(ValueError, match="sigma"):
@@ -156,7 +159,7 @@ def test_reprojection_reference_hand_values():
     # mmhuman3d, sigma 1: joint 1 e = 2 r / 224 = (1, -2), e^2 = (1, 4): 1 * (1/2 + 16/17);
     # joint 0 e = (100/112, 0): 0.5 * a^2/(1 + a^2) with a = (100/112)^2
     a = (100 / 112) ** 2
-    mm = reprojection_loss_torch(joints, t, kp, conf, sigma=1.0, flavor="mmhuman3d")
+    mm = reprojection_loss_torch(joints, t, kp, conf, sigma=1.0, units=NORMALISED)
     torch.testing.assert_close(mm, torch.tensor([0.5 * a * a / (1 + a * a) + 0.5 + 16 / 17], dtype=torch.float64))
 
 
@@ -167,7 +170,7 @@ def test_reprojection_reference_mmhuman3d_is_normalised_mse_gmof():
     p = project_points(joints, t, 5000.0, center)
     sq = torch.nn.functional.mse_loss(2 * p / S - 1, 2 * kp / S - 1, reduction="none")
     expected = (conf[..., None] * gmof(sq, 0.5)).sum(dim=(1, 2))
-    got = reprojection_loss_torch(joints, t, kp, conf, center=center, sigma=0.5, flavor="mmhuman3d")
+    got = reprojection_loss_torch(joints, t, kp, conf, center=center, sigma=0.5, units=NORMALISED)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -178,7 +181,7 @@ def test_reprojection_reference_gradcheck(flavor):
     t.requires_grad_(True)
     sigma = 100.0 if flavor == "spin" else 0.5
     assert torch.autograd.gradcheck(
-        lambda j, tt: reprojection_loss_torch(j, tt, kp, conf, center=center, sigma=sigma, flavor=flavor),
+        lambda j, tt: reprojection_loss_torch(j, tt, kp, conf, center=center, sigma=sigma, units=UNITS[flavor]),
         (joints, t))
 
 

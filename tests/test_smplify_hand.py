@@ -140,8 +140,7 @@ def test_projection_gmof_vjp(units, sigma):
     kp[0, 5] += 3000.0  # far beyond sigma in both units (|e| = 2 r / 224 > 10)
     conf = torch.rand(B, n, generator=g, dtype=F64)
     center = 112 + torch.randn(B, 2, generator=g, dtype=F64)
-    flavor = "spin" if units == 0 else "mmhuman3d"
-    auto = reprojection_loss_torch(joints, t, kp, conf, 5000.0, center, sigma, flavor, 224, "none")
+    auto = reprojection_loss_torch(joints, t, kp, conf, 5000.0, center, sigma, units, 224, "none")
     gup = torch.randn(B, n, generator=g, dtype=F64)
     gj_auto, gt_auto = torch.autograd.grad((auto * gup).sum(), [joints, t])
     per_joint, cache = ref.project_fwd(joints.detach(), t.detach(), kp, conf, 5000.0, center, sigma, units, 224.0)
@@ -218,9 +217,8 @@ def test_stage1_objective_vjp(assets, consts64, all_joints):  # noqa: F811
     x = torch.cat([pose[:, :3], cam], 1) + 0.05
     x.requires_grad_(True)
     joints = torch.einsum("bij,bnj->bni", rodrigues_torch(x[:, :3]), p.Y) + p.sJ0
-    flavor = "spin" if p.units == 0 else "mmhuman3d"
     conf = torch.ones_like(p.kp[..., 0]) if p.conf is None else p.conf
-    total = reprojection_loss_torch(joints, x[:, 3:], p.kp, conf, o.focal_length, center, p.sigma, flavor, 224)
+    total = reprojection_loss_torch(joints, x[:, 3:], p.kp, conf, o.focal_length, center, p.sigma, p.units, 224)
     if all_joints:
         total = total + ref.priors_reference(c, o, pose[:, 3:], betas)
     total = total + o.depth_weight * (x[:, 5] - cam[:, 2]) ** 2

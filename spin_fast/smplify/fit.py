@@ -44,10 +44,11 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.smplify.camera import default_translation
-from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, STOPS, SMPLifyResult
+from spin_fast.recipes import Codebase, SMPLifyRecipe, smplify_kwargs
+from spin_fast.smplify.result import FLAVORS, STOPS, SMPLifyResult, flavor_defaults
 from spin_fast_kernels.gmm_prior import gmm_prior
 from spin_fast_kernels.gmm_prior.reference import gmm_constants
-from spin_fast_kernels.reprojection import reprojection_loss
+from spin_fast_kernels.reprojection import NORMALISED, PIXELS, reprojection_loss
 from spin_fast_kernels.smplify import FitConstants, FitOptions, smplify_fit
 
 NUM_KEYPOINTS = NUM_SPIN_JOINTS
@@ -59,6 +60,7 @@ GMM_NORMALISERS = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass(frozen=True)
 class _Flavor:
+    units: int  # the data term's units, the reprojection op's switch (PIXELS: SPIN's; NORMALISED: mmhuman3d's)
     stage1_all_joints: bool  # mmhuman3d: every joint (ignored ones zeroed) + priors; SPIN: 4 torso joints
     depth_weight: float  # weight of (t_z - t_z_init)^2 in stage 1
     angle_indices: tuple
@@ -66,8 +68,8 @@ class _Flavor:
 
 
 _FLAVORS = {
-    "spin": _Flavor(False, SMPLIFY_DEPTH_WEIGHT ** 2, tuple(ANGLE_PRIOR_INDICES), False),
-    "mmhuman3d": _Flavor(True, 0.0, tuple(MMH_ANGLE_PRIOR_INDICES), True),
+    "spin": _Flavor(PIXELS, False, SMPLIFY_DEPTH_WEIGHT ** 2, tuple(ANGLE_PRIOR_INDICES), False),
+    "mmhuman3d": _Flavor(NORMALISED, True, 0.0, tuple(MMH_ANGLE_PRIOR_INDICES), True),
 }
 
 
@@ -78,20 +80,20 @@ def stage2_keep(keypoints2d: torch.Tensor) -> torch.Tensor:
     return device_constant(keep, keypoints2d.device, keypoints2d.dtype)
 
 
-def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor, flavor: str = "spin",
+def fitting_loss(joints: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor, units: int = PIXELS,
                  focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
                  center: torch.Tensor | None = None, kp_norm: float | None = None) -> torch.Tensor:
     """SPIN's get_fitting_loss: SMPLify's stage-2 data term per joint (B, 49) of posed joints
     (B, 49, 3) seen through cam_t (B, 3), against keypoints2d (B, 49, 3) crop pixels + confidence,
-    with the joints SMPLify ignores at zero confidence. Units are the flavor's (SPIN: GMoF of pixel
-    residuals, weighted conf^2; mmhuman3d: of squared normalised residuals, weighted conf): compare
-    only fits scored with the same flavor. center (B, 2): principal point (default the crop centre);
+    with the joints SMPLify ignores at zero confidence. units: PIXELS (SPIN's: GMoF of pixel residuals,
+    weighted conf^2) or NORMALISED (mmhuman3d's: of squared normalised residuals, weighted conf): compare
+    only fits scored in the same units. center (B, 2): principal point (default the crop centre);
     kp_norm: S of mmhuman3d's normalised residual 2 r / S (default img_res; mmhuman3d's own is img_res - 1)."""
     conf = keypoints2d[..., 2] * stage2_keep(keypoints2d)
     if center is None:
         center = torch.full((joints.shape[0], 2), img_res / 2.0, dtype=joints.dtype, device=joints.device)
     return reprojection_loss(joints, cam_t, keypoints2d[..., :2], conf, focal_length, center, SMPLIFY_SIGMA,
-                             flavor, float(img_res if kp_norm is None else kp_norm), "none")
+                             units, float(img_res if kp_norm is None else kp_norm), "none")
 
 
 def _check_shape(name: str, t, shape: tuple) -> None:
@@ -123,7 +125,7 @@ class SMPLify:
     """
 
     def __init__(self, body: BodyModel, gmm_path=None, *, gmm: dict | None = None, stage1_iters: int | None = None,
-                 stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
+                 stage2_iters: int | None = None, flavor: Codebase = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
                  device=None, cuda_graph: bool = True, gmm_normaliser: str = "float32", fused: bool = True,
                  stop: str = "sample", kp_norm: float | None = None):
@@ -139,14 +141,11 @@ class SMPLify:
             raise ValueError(f"SMPLify: gmm_normaliser must be one of {tuple(GMM_NORMALISERS)}, got {gmm_normaliser!r}")
         if "smpl_49" not in body.joint_sets:
             raise ValueError("SMPLify: the body model has no smpl_49 joint set (give it J_regressor_extra)")
-        d1, d2 = DEFAULT_ITERS[flavor]
-        self.stage1_iters = d1 if stage1_iters is None else int(stage1_iters)
-        self.stage2_iters = d2 if stage2_iters is None else int(stage2_iters)
+        self.stage1_iters, self.stage2_iters, self.ftol = flavor_defaults(flavor, stage1_iters, stage2_iters, ftol)
         if self.stage1_iters < 0 or self.stage2_iters < 0:
             raise ValueError(f"SMPLify: iterations must be >= 0, got {self.stage1_iters}, {self.stage2_iters}")
         self.flavor = flavor
         self.cfg = _FLAVORS[flavor]
-        self.ftol = (MMH_FTOL if flavor == "mmhuman3d" else 0.0) if ftol is None else float(ftol)
         self.lr, self.focal_length, self.img_res = float(lr), float(focal_length), img_res
         self.cuda_graph = cuda_graph
         self.body = body
@@ -192,11 +191,17 @@ class SMPLify:
             self._fit_opts = FitOptions(
                 stage1_iters=self.stage1_iters, stage2_iters=self.stage2_iters, lr=self.lr,
                 focal_length=self.focal_length, img_res=float(img_res), kp_norm=self.kp_norm,
-                units=0 if flavor == "spin" else 1, sigma=SMPLIFY_SIGMA, stage1_all_joints=self.cfg.stage1_all_joints,
+                units=self.cfg.units, sigma=SMPLIFY_SIGMA, stage1_all_joints=self.cfg.stage1_all_joints,
                 depth_weight=self.cfg.depth_weight, angle_minus_one=self.cfg.angle_minus_one,
                 pose_prior_weight=SMPLIFY_POSE_PRIOR_WEIGHT ** 2, angle_prior_weight=SMPLIFY_ANGLE_PRIOR_WEIGHT ** 2,
                 shape_prior_weight=SMPLIFY_SHAPE_PRIOR_WEIGHT ** 2, ftol=self.ftol, batch_stop=self.stop == "batch",
                 beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], eps=ADAM_EPS)
+
+    @classmethod
+    def from_recipe(cls, recipe: SMPLifyRecipe, body: BodyModel, gmm_path=None, **options) -> "SMPLify":
+        """The fitter of a SMPLify recipe (spin_fast.recipes): its objective, iterations, ftol and stop
+        rule, keypoint normaliser; `options` are the rest of the constructor's arguments (gmm, device, ...)."""
+        return cls(body, gmm_path, **smplify_kwargs(recipe), **options)
 
     # --- pieces of the objective --------------------------------------------------------------------
     def priors(self, body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -210,7 +215,7 @@ class SMPLify:
     def data_term(self, joints, cam_t, kp, conf, center, reduction: str = "sum") -> torch.Tensor:
         """Stage-2 robust reprojection term: (B,) or per joint (B, J) with reduction='none'."""
         return reprojection_loss(joints, cam_t, kp, conf, self.focal_length, center, SMPLIFY_SIGMA,
-                                 self.flavor, self.kp_norm, reduction)
+                                 self.cfg.units, self.kp_norm, reduction)
 
     def joint_loss(self, pose: torch.Tensor, betas: torch.Tensor, cam_t: torch.Tensor, keypoints2d: torch.Tensor,
                    center: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,7 +225,7 @@ class SMPLify:
         with torch.no_grad():
             joints = self.body.joints_only(betas, pose[:, 3:], pose[:, :3], joint_set="smpl_49")
             kp = keypoints2d.to(torch.promote_types(keypoints2d.dtype, self.dtype))  # the confidence in the fit's precision
-            return fitting_loss(joints, cam_t, kp, self.flavor, self.focal_length, self.img_res, self._center(center, B),
+            return fitting_loss(joints, cam_t, kp, self.cfg.units, self.focal_length, self.img_res, self._center(center, B),
                                 self.kp_norm)
 
     def _center(self, center, B):
@@ -237,7 +242,7 @@ class SMPLify:
             joints = torch.einsum("bij,bnj->bni", R, st["X0c"]) + st["sJ0"]  # R (X0 - s J0) + s J0
             t = x[:, 3:]
             total = reprojection_loss(joints, t, st["kp"], st["conf"], self.focal_length, st["center"],
-                                      st["sigma"], st["flavor"], self.kp_norm, "sum") + st["const"]
+                                      st["sigma"], st["units"], self.kp_norm, "sum") + st["const"]
             if self.cfg.depth_weight:
                 total = total + self.cfg.depth_weight * (t[:, 2] - st["tz0"]).square()
             (grad,) = torch.autograd.grad(total.sum(), x)
@@ -407,14 +412,15 @@ class SMPLify:
             st1 = {"center": center, "tz0": cam_t[:, 2].clone()}
             if self.cfg.stage1_all_joints:
                 s = self.row_sums.expand(B, -1)
-                st1.update(kp=kp, conf=conf2, const=self.priors(body_pose, betas), sigma=SMPLIFY_SIGMA, flavor=self.flavor)
+                st1.update(kp=kp, conf=conf2, const=self.priors(body_pose, betas), sigma=SMPLIFY_SIGMA,
+                           units=self.cfg.units)
             else:  # SPIN: OpenPose hips/shoulders when all four are visible, else the GT ones; unweighted squares
                 use_gt = (conf_raw.index_select(1, self.torso[0]) <= 0).any(-1).long()
                 idx = self.torso[use_gt]  # (B, 4)
                 X0 = X0.gather(1, idx[..., None].expand(-1, -1, 3))
                 s = self.row_sums[idx]
                 st1.update(kp=kp.gather(1, idx[..., None].expand(-1, -1, 2)), conf=torch.ones_like(s),
-                           const=torch.zeros(B, **kw), sigma=math.inf, flavor="spin")
+                           const=torch.zeros(B, **kw), sigma=math.inf, units=PIXELS)
             sJ0 = s[..., None] * J0[:, None]
             st1.update(X0c=X0 - sJ0, sJ0=sJ0)
             st1.update(self._adam_state(torch.cat([pose[:, :3], cam_t], 1), valid_in, self.stage1_iters))

@@ -5,8 +5,8 @@
                    augmented crop (rotate the root by rot_deg, then flip)           (B, 82)
     2. camera:     least-squares camera translation of the stored fit's joints from the 2D keypoints
     3. SMPLify:    the fitter refines the initial guess (the network's detached prediction in training);
-                   a 'spin' flavor fitter gets the keypoints with joints 1, 9, 12, 27, 28 at
-                   confidence 0, as SPIN's trainer hands them over (`spin_trainer_keypoints`)
+                   with the spin recipe's trainer_keypoints, the fitter gets the keypoints with joints
+                   1, 9, 12, 27, 28 at confidence 0, as SPIN's trainer hands them over (`spin_trainer_keypoints`)
     4. compare:    both fits scored with the fitter's own per-joint loss (`fitting_loss` in SPIN's
                    pixel units when there is no fitter: the stored fit is then kept as it is)
     5. write back: the better fit goes back to the store un-augmented (then to the other processes
@@ -30,7 +30,8 @@ from spin_fast.smplify.camera import estimate_camera_translation
 from spin_fast.smplify.fit import fitting_loss, stage2_keep
 from spin_fast.smplify.fits import SPIN_VALID_FIT, FitsStore, Selection, reaugment
 from spin_fast.smplify.result import SMPLifyResult
-from spin_fast.recipes import SMPLifyRecipe, ValidFitRule
+from spin_fast.recipes import SMPLifyRecipe, ValidFitRule, recipe
+from spin_fast_kernels.reprojection import PIXELS
 
 BATCH_KEYS = ("dataset_id", "sample_index", "flip", "rot_deg", "keypoints2d", "pose", "betas", "has_smpl")
 
@@ -95,7 +96,7 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     the augmented crop. sync: called as sync(dataset_id, sample_index, updated) after the write-back.
     valid_rule: which kept fits supervise, in the fitter's units (SPIN's rule when there is no fitter:
     the stored fits are then scored in SPIN's pixel units). trainer_keypoints: hand SMPLify SPIN's
-    trainer keypoints (`spin_trainer_keypoints`); None: when the fitter's flavor is 'spin'.
+    trainer keypoints (`spin_trainer_keypoints`); None: as the SMPLify recipe of the fitter's flavor says.
     timer: times the SMPLify call as phase 'smplify_fit' (spin_fast.train.timing).
 
     Returns the `Selection` in the augmented frame: fit (B, 82) training target, cam_t (B, 3), joint_loss
@@ -117,13 +118,14 @@ def fit_in_loop(body: Body, fitter: Fitter | None, fits: FitsStore, batch: Mappi
     if fitter is not None:
         stored_loss = fitter.joint_loss(stored[:, :72], stored[:, 72:], stored_cam, kp2d)
         if trainer_keypoints is None:
-            trainer_keypoints = getattr(fitter, "flavor", None) == "spin"
+            flavor = getattr(fitter, "flavor", None)
+            trainer_keypoints = flavor is not None and recipe(flavor).smplify.trainer_keypoints
         fit_kp = spin_trainer_keypoints(kp2d) if trainer_keypoints else kp2d
         with timer.phase("smplify_fit") if timer is not None else nullcontext():
             res = fitter(init_pose, init_betas, init_cam_t, fit_kp)
         new_fit, new_cam, new_loss = torch.cat([res.pose, res.betas], 1), res.cam_t, res.joint_loss
     else:
-        stored_loss = fitting_loss(stored_joints, stored_cam, kp2d, "spin", FOCAL_LENGTH, IMG_RES)
+        stored_loss = fitting_loss(stored_joints, stored_cam, kp2d, PIXELS, FOCAL_LENGTH, IMG_RES)
         new_fit, new_cam = stored, stored_cam
         new_loss = torch.full_like(stored_loss, float("inf"))
         res, valid_rule = None, SPIN_VALID_FIT

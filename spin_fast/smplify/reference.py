@@ -27,7 +27,8 @@ from spin_fast.constants import (ANGLE_PRIOR_INDICES, ANGLE_PRIOR_SIGNS, FOCAL_L
                                  SMPLIFY_SHAPE_PRIOR_WEIGHT, SMPLIFY_SIGMA, STAGE2_IGNORED_JOINTS,
                                  TORSO_GT, TORSO_OPENPOSE)
 from spin_fast.body.smplx_reference import smplx_body
-from spin_fast.smplify.result import DEFAULT_ITERS, FLAVORS, MMH_FTOL, STOPS, SMPLifyResult
+from spin_fast.recipes import Codebase
+from spin_fast.smplify.result import FLAVORS, STOPS, SMPLifyResult, flavor_defaults
 
 
 class MaxMixturePrior(torch.nn.Module):
@@ -70,7 +71,7 @@ class SMPLifyReference:
     """SPIN's SMPLify class, for a batch (see the module docstring)."""
 
     def __init__(self, smpl: dict, j_regressor_extra: np.ndarray, gmm: dict, stage1_iters: int | None = None,
-                 stage2_iters: int | None = None, flavor: str = "spin", ftol: float | None = None,
+                 stage2_iters: int | None = None, flavor: Codebase = "spin", ftol: float | None = None,
                  lr: float = SMPLIFY_LR, focal_length: float = FOCAL_LENGTH, img_res: int = IMG_RES,
                  device=None, dtype: torch.dtype = torch.float32, stop: str = "sample", kp_norm: float | None = None):
         if flavor not in FLAVORS:
@@ -80,10 +81,7 @@ class SMPLifyReference:
         self.stop = stop
         self.kp_norm = float(img_res if kp_norm is None else kp_norm)
         self.flavor = flavor
-        d1, d2 = DEFAULT_ITERS[flavor]
-        self.stage1_iters = d1 if stage1_iters is None else int(stage1_iters)
-        self.stage2_iters = d2 if stage2_iters is None else int(stage2_iters)
-        self.ftol = (MMH_FTOL if flavor == "mmhuman3d" else 0.0) if ftol is None else float(ftol)
+        self.stage1_iters, self.stage2_iters, self.ftol = flavor_defaults(flavor, stage1_iters, stage2_iters, ftol)
         self.lr, self.focal_length, self.img_res = lr, float(focal_length), img_res
         self.dtype = dtype
         self.smpl = smplx_body(smpl, dtype).to(device)

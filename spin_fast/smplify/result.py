@@ -1,16 +1,24 @@
-"""What both SMPLify paths share: the flavors, their default iterations and stopping rule, the result."""
+"""What both SMPLify paths share: the flavors (whose objective), their defaults from the recipes, the result."""
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
 
-from spin_fast.recipes import CODEBASES
+from spin_fast.recipes import CODEBASES, Codebase, recipe
 
 FLAVORS = CODEBASES  # whose SMPLify objective (spin_fast.recipes)
-DEFAULT_ITERS = {"spin": (100, 100), "mmhuman3d": (50, 50)}  # Adam steps of stage 1 and stage 2
-MMH_FTOL = 1e-4  # mmhuman3d's relative loss change below which a sample stops ('spin' runs every step)
 STOPS = ("sample", "batch")  # what the ftol test reads: each sample's loss, or the batch's summed loss
+
+
+def flavor_defaults(flavor: Codebase, stage1_iters: int | None, stage2_iters: int | None,
+                    ftol: float | None) -> tuple[int, int, float]:
+    """(stage1_iters, stage2_iters, ftol): the given values, the flavor's SMPLify recipe where None
+    (spin: 100 + 100, every step; mmhuman3d: 50 + 50, ftol 1e-4)."""
+    base = recipe(flavor).smplify
+    return (base.stage1_iters if stage1_iters is None else int(stage1_iters),
+            base.stage2_iters if stage2_iters is None else int(stage2_iters),
+            base.ftol if ftol is None else float(ftol))
 
 
 class SMPLifyResult(NamedTuple):

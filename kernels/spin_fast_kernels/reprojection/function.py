@@ -17,7 +17,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from .kernel import _reprojection_backward_kernel, _reprojection_forward_kernel
-from .reference import check_args
+from .reference import PIXELS, check_args
 
 NUM_WARPS = 4
 
@@ -29,9 +29,9 @@ def _block_b() -> int:
 
 
 def check_reprojection_args(joints3d, translation, keypoints2d, confidence, focal_length, center, sigma,
-                            flavor, img_size, reduction) -> None:
+                            units, img_size, reduction) -> None:
     """Argument checks shared by both backends; each error names the offending argument."""
-    check_args(flavor, reduction, sigma)
+    check_args(units, reduction, sigma)
     named = [("joints3d", joints3d), ("translation", translation), ("keypoints2d", keypoints2d),
              ("confidence", confidence)] + ([("center", center)] if center is not None else [])
     for name, t in named:
@@ -75,13 +75,13 @@ def _params(focal_length, half, s2, norm, dtype, device) -> torch.Tensor:
 class _Launch:
     """The non-tensor part of a call, shared by both kernels: dtype, params, constexprs, grid."""
 
-    def __init__(self, joints3d, center, focal_length, sigma, flavor, img_size, reduction, dtype):
+    def __init__(self, joints3d, center, focal_length, sigma, units, img_size, reduction, dtype):
         self.B, self.J = joints3d.shape[:2]
         self.dtype = dtype
         robust = not math.isinf(sigma)
         self.params = _params(focal_length, 0.5 * img_size, sigma * sigma if robust else 0.0, 2.0 / img_size,
                               dtype, joints3d.device)
-        self.meta = dict(SPIN=flavor == "spin", ROBUST=robust, REDUCE_SUM=reduction == "sum",
+        self.meta = dict(PIXELS=units == PIXELS, ROBUST=robust, REDUCE_SUM=reduction == "sum",
                          HAS_CENTER=center is not None,
                          ACC=tl.float64 if dtype == torch.float64 else tl.float32,
                          BLOCK_B=_block_b(), BLOCK_J=max(16, triton.next_power_of_2(self.J)),
@@ -137,12 +137,12 @@ class ReprojectionLossFunction(torch.autograd.Function):
 
 
 def reprojection_loss_triton(joints3d, translation, keypoints2d, confidence, focal_length=5000.0, center=None,
-                             sigma=100.0, flavor="spin", img_size=224, reduction="sum"):
+                             sigma=100.0, units=PIXELS, img_size=224, reduction="sum"):
     """The Triton op; same contract as reprojection_loss_torch (gradients for joints3d, translation)."""
     for name, t in (("keypoints2d", keypoints2d), ("confidence", confidence), ("center", center)):
         if t is not None and t.requires_grad:
             raise ValueError(f"reprojection_loss (triton): {name} requires grad, but the kernel differentiates "
                              "w.r.t. joints3d and translation only; detach it or use SPIN_FAST_BACKEND=torch")
     dtype = _compute_dtype(joints3d, translation, keypoints2d, confidence, center)
-    launch = _Launch(joints3d, center, float(focal_length), float(sigma), flavor, float(img_size), reduction, dtype)
+    launch = _Launch(joints3d, center, float(focal_length), float(sigma), units, float(img_size), reduction, dtype)
     return ReprojectionLossFunction.apply(joints3d, translation, keypoints2d, confidence, center, launch)

@@ -3,13 +3,13 @@
 # Math (reference.py), per sample b and joint j, camera with identity rotation:
 #     (X, Y, Z) = joints3d_bj + t_b;   p = f (X, Y) / Z + c_b;   r = p - kp_bj          (pixels)
 #     rho(a) = s2 a^2 / (s2 + a^2), s2 = sigma^2   (a^2 when sigma = inf: ROBUST = False)
-#     SPIN:       loss_bj = conf_bj^2 (rho(r_x) + rho(r_y))
-#     mmhuman3d:  e = 2 r / S;  loss_bj = conf_bj (rho(e_x^2) + rho(e_y^2))
+#     units 0 (pixels, SPIN's):        loss_bj = conf_bj^2 (rho(r_x) + rho(r_y))
+#     units 1 (normalised, mmhuman3d's): e = 2 r / S;  loss_bj = conf_bj (rho(e_x^2) + rho(e_y^2))
 #     out_b = sum_j loss_bj ('sum') or out_bj = loss_bj ('none')
 # Backward (keypoints, confidences, centre are constants), with G_bj the upstream gradient of loss_bj
 # (grad_out_b for 'sum') and rho'(a) = 2 s2^2 a / (s2 + a^2)^2 (2a when not ROBUST):
-#     SPIN:       q = G conf^2 rho'(r)                   (d/dr, both coordinates)
-#     mmhuman3d:  q = G conf rho'(e^2) 2 e (2 / S)
+#     units 0:    q = G conf^2 rho'(r)                   (d/dr, both coordinates)
+#     units 1:    q = G conf rho'(e^2) 2 e (2 / S)
 #     dX = q_x f / Z,  dY = q_y f / Z,  dZ = -(dX X + dY Y) / Z
 #     grad_joints3d_bj = (dX, dY, dZ),   grad_t_b = sum_j grad_joints3d_bj
 # Fused: projection, residual, rho, confidence weighting and the per-sample joint sum in one pass
@@ -90,9 +90,9 @@ def _reprojection_forward_kernel(
     stride_jb, stride_jj, stride_jc, stride_tb, stride_tc, stride_kb, stride_kj, stride_kc,
     stride_cb, stride_cj, stride_ctb, stride_ctc,
     params_ptr,  # (5,) in the ACC dtype: focal length, principal point x, y used when not HAS_CENTER,
-    #              sigma^2 (ignored when not ROBUST), 2 / img_size (mmhuman3d); a tensor, not scalar
+    #              sigma^2 (ignored when not ROBUST), 2 / img_size (units 1); a tensor, not scalar
     #              arguments, because Triton passes Python floats as fp32 (2/224 would lose fp64 digits)
-    SPIN: tl.constexpr,  # True: SPIN flavor; False: mmhuman3d flavor
+    PIXELS: tl.constexpr,  # True: units 0 (pixel residuals, conf^2); False: units 1 (normalised, conf)
     ROBUST: tl.constexpr,  # False when sigma = inf (plain squares)
     REDUCE_SUM: tl.constexpr,  # True: per-sample sum; False: per-joint values
     HAS_CENTER: tl.constexpr,  # read center_ptr, else the principal point in params_ptr
@@ -111,7 +111,7 @@ def _reprojection_forward_kernel(
         stride_cb, stride_cj, stride_ctb, stride_ctc, params_ptr, HAS_CENTER, ACC)
     s2 = tl.load(params_ptr + 3)
     norm = tl.load(params_ptr + 4)
-    if SPIN:
+    if PIXELS:
         loss = conf * conf * (_rho(rx, s2, ROBUST) + _rho(ry, s2, ROBUST))
     else:
         ex = rx * norm
@@ -139,7 +139,7 @@ def _reprojection_backward_kernel(
     stride_jb, stride_jj, stride_jc, stride_tb, stride_tc, stride_kb, stride_kj, stride_kc,
     stride_cb, stride_cj, stride_ctb, stride_ctc,
     params_ptr,  # (5,) as in the forward
-    SPIN: tl.constexpr, ROBUST: tl.constexpr, REDUCE_SUM: tl.constexpr, HAS_CENTER: tl.constexpr,
+    PIXELS: tl.constexpr, ROBUST: tl.constexpr, REDUCE_SUM: tl.constexpr, HAS_CENTER: tl.constexpr,
     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -158,7 +158,7 @@ def _reprojection_backward_kernel(
     else:
         G = tl.load(grad_out_ptr + rows[:, None] * stride_gb + cols[None, :] * stride_gj,
                     mask=tile_ok, other=0.0).to(ACC)
-    if SPIN:
+    if PIXELS:
         w = G * conf * conf
         qx = w * _drho(rx, s2, ROBUST)
         qy = w * _drho(ry, s2, ROBUST)

@@ -3,9 +3,9 @@
 Math (camera with identity rotation, translation t, focal length f, principal point c):
     X = joints3d + t;   p = f * X_xy / X_z + c                                   (pixels)
     rho_sigma(x) = sigma^2 x^2 / (sigma^2 + x^2)    (Geman-McClure; sigma = inf gives x^2)
-  flavor 'spin' (SPIN's smplify/losses.py body_fitting_loss):
+  units 0, pixels (SPIN's smplify/losses.py body_fitting_loss):
     r = p - kp (pixels);                    loss_bj = c_bj^2 * sum_xy rho_sigma(r)
-  flavor 'mmhuman3d' (mmhuman3d SMPLify + KeypointMSELoss(sigma) with reduction 'sum'):
+  units 1, normalised (mmhuman3d SMPLify + KeypointMSELoss(sigma) with reduction 'sum'):
     e = (2 p / S - 1) - (2 kp / S - 1) = 2 r / S;   loss_bj = c_bj * sum_xy rho_sigma(e^2)
     i.e. gmof is applied to the *squared* normalised residual F.mse_loss(..., 'none') = e^2, so
     each coordinate contributes sigma^2 e^4 / (sigma^2 + e^4), and the confidence is linear. S is
@@ -19,13 +19,14 @@ import math
 
 import torch
 
-FLAVORS = ("spin", "mmhuman3d")
+PIXELS, NORMALISED = 0, 1  # `units`: the residual in pixels (conf^2), or normalised e = 2 r / S (conf)
+UNITS = (PIXELS, NORMALISED)
 REDUCTIONS = ("sum", "none")
 
 
-def check_args(flavor: str, reduction: str, sigma: float) -> None:
-    if flavor not in FLAVORS:
-        raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+def check_args(units: int, reduction: str, sigma: float) -> None:
+    if isinstance(units, bool) or units not in UNITS:
+        raise ValueError(f"units must be {PIXELS} (pixels) or {NORMALISED} (normalised), got {units!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not sigma > 0:
@@ -62,18 +63,19 @@ def reprojection_loss_torch(
     focal_length: float = 5000.0,
     center: torch.Tensor | None = None,
     sigma: float = 100.0,
-    flavor: str = "spin",
+    units: int = PIXELS,
     img_size: float = 224,
     reduction: str = "sum",
 ) -> torch.Tensor:
     """joints3d (B, J, 3) camera-frame joints before translation; translation (B, 3);
     keypoints2d (B, J, 2) pixels in the img_size crop; confidence (B, J); center (B, 2) pixels or
-    None for the crop centre. Returns (B,) for reduction='sum', (B, J) for 'none'."""
-    check_args(flavor, reduction, sigma)
+    None for the crop centre; units PIXELS (0) or NORMALISED (1) (module docstring). Returns (B,) for
+    reduction='sum', (B, J) for 'none'."""
+    check_args(units, reduction, sigma)
     if center is None:
         center = default_center(joints3d.shape[0], img_size, joints3d)
     r = project_points(joints3d, translation, focal_length, center) - keypoints2d  # (B, J, 2)
-    if flavor == "spin":
+    if units == PIXELS:
         per_joint = confidence**2 * gmof(r, sigma).sum(dim=-1)
     else:
         e = 2.0 * r / img_size  # = (2p/S - 1) - (2kp/S - 1)

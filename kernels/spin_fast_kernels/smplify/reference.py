@@ -483,8 +483,8 @@ def joints_reference(c: FitConstants, x: torch.Tensor) -> torch.Tensor:
 
 def data_reference(o: FitOptions, joints, cam_t, kp, conf, center) -> torch.Tensor:
     """Stage 2's data term per joint (B, 49) through reprojection_loss_torch."""
-    return reprojection_loss_torch(joints, cam_t, kp, conf, o.focal_length, center, o.sigma,
-                                   "spin" if o.units == 0 else "mmhuman3d", o.kp_norm, "none")
+    return reprojection_loss_torch(joints, cam_t, kp, conf, o.focal_length, center, o.sigma, o.units, o.kp_norm,
+                                   "none")
 
 
 def priors_reference(c: FitConstants, o: FitOptions, body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
