@@ -10,7 +10,13 @@ with `spin_fast.assets.write_assets` when missing), for each of the six training
                                                     (some invisible), keypoints3d (h36m, 3dhp, pw3d),
                                                     smpl + has_smpl (h36m all, 3dhp half, pw3d all),
                                                     meta.gender (pw3d, rendered with the male/female model)
-    static_fits/<name>_fits.npy                     (N, 82): the true parameters plus noise
+    static_fits/<name>_fits.npy                     (N, 82): SMPLify fits of the dataset's own 2D keypoints
+                                                    from the mean pose (`spin_fast.fit --init mean`, SPIN's
+                                                    recipe), as SPIN's real static fits were made, with the
+                                                    fit's report beside it (<name>_fits.report.json)
+    SYNTHETIC_DATASETS.json                         the manifest: what was rendered and the static fits'
+                                                    quality (reprojection px, MPJPE / PA-MPJPE to the truth
+                                                    where the set has SMPL)
 
 and the test splits scored on 3D joints (`render_keypoint_test_split`), few samples each:
 h36m_valid_protocol{1,2}.npz (Human3.6M protocol 1: 4 cameras a frame; protocol 2: the frontal one) and
@@ -41,12 +47,18 @@ from spin_fast.config import AssetPaths
 from spin_fast.constants import (GT_PELVIS_MPII, H36M_HUMANDATA_COLUMNS, H36M_PELVIS, HUMAN_DATA_NUM_KEYPOINTS,
                                  NUM_OPENPOSE_JOINTS)
 from spin_fast.data.datasets import DATASETS, TEST_DATASETS, TRAIN_DATASETS
-from spin_fast.data.humandata import spin49_to_humandata, write_humandata, write_static_fits
+from spin_fast.data.humandata import spin49_to_humandata, write_humandata
 from spin_fast.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from spin_fast.render import project, render_mesh
 
-FORMAT_VERSION = 3  # 2: bboxes.json beside each dataset's images; 3: the Human3.6M and MPI-INF-3DHP test splits
+FORMAT_VERSION = 4  # 2: bboxes.json beside each dataset's images; 3: the Human3.6M and MPI-INF-3DHP test splits;
+#                    4: static fits made by SMPLify (before: the true parameters plus noise) and the manifest
 MARKER = "SYNTHETIC_DATASETS.txt"
+MANIFEST = "SYNTHETIC_DATASETS.json"
+# The static fits: SPIN's real ones are its own SMPLify's fits from the mean pose (SPIN's README,
+# data/static_fits), so the stand-in's are `spin_fast.fit --init mean --preset spin` at that recipe's
+# iterations, on the keypoints each training set holds (visible ones only, as a real annotation).
+STATIC_FIT_PRESET = "spin"
 PER_DATASET = 32
 # The keypoint test splits (ground truth = 3D joints, no SMPL in the file), smaller than the others:
 # Human3.6M: per_dataset // 8 frames (at least 1), each seen by the 4 cameras (protocol 1; protocol 2 =
@@ -143,8 +155,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 # --- one dataset ------------------------------------------------------------------------------------
 def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.random.Generator,
                    progress=None) -> dict:
-    """Render n samples of dataset `name` and write its images, HumanData file and static fits
-    (`progress`: a spin_fast.progress.Progress advanced once an image)."""
+    """Render n samples of dataset `name` and write its images and HumanData file (its static fits are
+    made from them afterwards: `write_static_fits_by_smplify`; `progress`: a spin_fast.progress.Progress advanced once an image)."""
     from PIL import Image
 
     spec = DATASETS[name]
@@ -212,9 +224,6 @@ def render_dataset(name: str, n: int, paths: AssetPaths, bodies: dict, rng: np.r
                           "betas": smpl_betas, "transl": transl},
                     has_smpl=has_smpl, gender=gender if gendered else None,
                     config=f"spin_fast synthetic {name}")
-    if spec.fits is not None:
-        noisy = np.concatenate([pose + rng.normal(0, 0.08, pose.shape), betas + rng.normal(0, 0.3, betas.shape)], 1)
-        write_static_fits(paths.static_fits(spec.fits), noisy)
     return {"n": n, "pose": pose, "betas": betas, "gender": gender, "joints": joints, "transl": transl}
 
 
@@ -384,9 +393,52 @@ def write_synthetic_datasets(root: str | os.PathLike, assets: str | os.PathLike 
                 render_keypoint_test_split(name, n, paths, bodies, rng, progress=bar)
             else:
                 render_dataset(name, n, paths, bodies, rng, progress=bar)
+    fitted = [name for _, name in todo if DATASETS[name].fits is not None]
+    if fitted:
+        write_static_fits_by_smplify(paths, fitted, model_paths=model_paths, scale=scale, seed=seed, n=n)
     if only is None or set(names) <= set(only) | _present(paths, names):
         atomic_write_bytes(paths.root / MARKER, _marker(scale, seed, n).encode())
     return paths
+
+
+def write_static_fits_by_smplify(paths: AssetPaths, names, model_paths: AssetPaths | None = None,
+                                 scale: int = 1, seed: int = 0, n: int | None = None) -> dict:
+    """Fit every training set of `names` under the data root `paths` with SMPLify from the mean pose
+    (`spin_fast.fit.run.fit_dataset`, init 'mean', the recipe of STATIC_FIT_PRESET: the fallback to the
+    mean parameters for samples it cannot fit included) into its static fits file, and record the fits'
+    quality in the manifest (merged with what it holds). model_paths: where the body model, GMM and mean
+    parameters are (default: paths). Returns the manifest."""
+    from spin_fast.data.batch import Sources
+    from spin_fast.fit.run import FitConfig, fit_dataset, fit_recipe
+
+    model_paths = paths if model_paths is None else model_paths
+    manifest_path = paths.root / MANIFEST
+    manifest = {}
+    if manifest_path.is_file():
+        import json
+
+        manifest = json.loads(manifest_path.read_text())
+    quality = manifest.setdefault("static_fits", {})
+    for name in names:
+        spec = DATASETS[name]
+        cfg = FitConfig(name, STATIC_FIT_PRESET, init="mean")
+        rec = fit_recipe(cfg)
+        result = fit_dataset(Sources.from_registry(paths, [name]), model_paths, cfg, paths.static_fits(spec.fits),
+                             overwrite=True, progress=True)
+        r = result.report
+        entry = {"samples": r["num_samples"], "init": "mean", "preset": STATIC_FIT_PRESET,
+                 "iterations": [rec.stage1_iters, rec.stage2_iters], "valid_fraction": r["valid_fraction"],
+                 "reprojection_px": r["mean_reprojection_px"], "fit_seconds": round(r["fit_seconds"], 2)}
+        if "has_smpl" in r:
+            entry.update(with_smpl=r["has_smpl"]["count"], mpjpe_to_truth_mm=r["has_smpl"]["mpjpe"],
+                         pa_mpjpe_to_truth_mm=r["has_smpl"]["pa_mpjpe"])
+        quality[name] = entry
+    manifest.update(format=FORMAT_VERSION, scale=int(scale), seed=int(seed), per_dataset=n,
+                    units={"reprojection_px": "crop pixels (224), mean over the visible keypoints",
+                           "mpjpe_to_truth_mm": "mm, 14 LSP joints, neutral model, pelvis-aligned",
+                           "pa_mpjpe_to_truth_mm": "mm, 14 LSP joints, neutral model, Procrustes-aligned"})
+    atomic_write_json(manifest, manifest_path)
+    return manifest
 
 
 def _present(paths: AssetPaths, names) -> set[str]:
@@ -419,10 +471,11 @@ def ensure_synthetic_dataset(root: str | os.PathLike, scale: int = 1, announce: 
                              per_dataset: int | None = None) -> AssetPaths:
     """Write the synthetic datasets under root unless the same ones are already there.
 
-    A stand-in of format 2 (before the Human3.6M and MPI-INF-3DHP test splits) at the same scale and seed
-    is extended: only the new splits are rendered, under the seeds a fresh render gives them (every
-    dataset draws from (seed, its place in the list), and the new ones come last), so the result is the
-    fresh render's. Anything else is rendered again."""
+    A stand-in of format 2 or 3 at the same scale and seed is brought up to date: its static fits are
+    made again by SMPLify, and (format 2, before the Human3.6M and MPI-INF-3DHP test splits) the new
+    splits are rendered under the seeds a fresh render gives them (every dataset draws from (seed, its
+    place in the list), and the new ones come last), so the result is the fresh render's. Anything else
+    is rendered again."""
     paths = AssetPaths(Path(root))
     marker = paths.root / MARKER
     n = per_dataset if per_dataset is not None else PER_DATASET * int(scale)
@@ -430,12 +483,19 @@ def ensure_synthetic_dataset(root: str | os.PathLike, scale: int = 1, announce: 
     if have == _marker(scale, seed, n):
         return paths
     old = TRAIN_DATASETS + ("pw3d",)
-    if have == _marker(scale, seed, n, version=2) and _present(paths, old) == set(old):
+    version = next((v for v in (2, 3) if have == _marker(scale, seed, n, version=v)), None)
+    if version is not None and _present(paths, old) == set(old):
+        # the images and labels of these datasets are what a fresh render gives: only their static fits
+        # (and, before format 3, the keypoint test splits) are new; the marker is written last
         if announce:
-            print(f"spin_fast: adding the Human3.6M and MPI-INF-3DHP test splits to the synthetic datasets in "
-                  f"{paths.root}", file=sys.stderr)
-        return write_synthetic_datasets(root, scale=scale, seed=seed, per_dataset=per_dataset,
-                                        only=KEYPOINT_TEST_SETS)
+            print(f"spin_fast: remaking the static fits of the synthetic datasets in {paths.root} with SMPLify"
+                  + (", adding the Human3.6M and MPI-INF-3DHP test splits" if version == 2 else ""), file=sys.stderr)
+        write_static_fits_by_smplify(paths, TRAIN_DATASETS, scale=scale, seed=seed, n=n)
+        if version == 2:
+            return write_synthetic_datasets(root, scale=scale, seed=seed, per_dataset=per_dataset,
+                                            only=KEYPOINT_TEST_SETS)
+        atomic_write_bytes(marker, _marker(scale, seed, n).encode())
+        return paths
     if announce:
         print(f"spin_fast: rendering the synthetic datasets (scale {scale}) into {paths.root}", file=sys.stderr)
     return write_synthetic_datasets(root, scale=scale, seed=seed, per_dataset=per_dataset)

@@ -21,6 +21,7 @@ from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
 from spin_fast.train.config import TrainConfig, to_dict
 from spin_fast.train.finite import NonFiniteWatch
+from spin_fast.train.fit_truth import FitsTruth
 from spin_fast.train.monitor import TrainMonitor
 from spin_fast.errors import Interrupted
 from spin_fast.train.run_dir import open_run, record_config, truncate_log, work_dir_lock
@@ -180,6 +181,8 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
     monitor = TrainMonitor(work_dir, total_steps, start, cfg.log_every, cfg.image_every, enabled=rank == 0,
                            resume=bool(resume), body=body)
+    # where training samples have ground-truth SMPL: how far the stored fits are from it (logged)
+    truth = FitsTruth.from_sources(loader.sources, body, fits.names) if rank == 0 else None
     watch = NonFiniteWatch(device, loader.dataset_names)
 
     model.train()
@@ -207,6 +210,8 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
             if monitor.is_log_step(step) or step % cfg.ckpt_every == 0:
                 watch.check()  # NaN/inf at any step since the last check stops here, before a checkpoint
             # progress every step; on logging steps the host syncs: logged tensors become numbers, timers are read
+            if truth is not None and monitor.is_log_step(step):
+                logs["fits_pa_mpjpe"] = truth.pa_mpjpe(fits)
             last = monitor.end(step, logs, batch, images=batch["img"].shape[0] * world, lr=scheduler.get_last_lr()[0],
                                timer=timer) or last
             if step % cfg.ckpt_every == 0 or step == total_steps:

@@ -15,6 +15,8 @@ scalars in the work dir:
     fits/valid_fraction              share of the batch with a valid fit (or ground truth) as target
     fits/updated_fraction            share whose SMPLify fit replaced the stored one
     fits/kept_loss, smplify/final_loss   joint loss of the kept fit and SMPLify's final loss
+    fits/pa_mpjpe_to_truth           where training samples have ground-truth SMPL: the stored fits'
+                                     mean PA-MPJPE (mm) to it (spin_fast.train.fit_truth)
 
 Every `image_every` steps: a few training crops with the predicted mesh and the SMPLify fit drawn
 over them (`train/crops`: crop | prediction | fit, one row a sample). At the end: `loss_curve.png`.
@@ -41,7 +43,7 @@ TAGS = {"loss": "loss/total", **{t: f"loss/{t}" for t in LOSS_TERMS}, "lr": "tra
         "images_per_s": "train/images_per_s",
         **{f"{p}_ms": f"time/{p}_ms" for p in TIMED + ("network", "fits")},
         "valid_fit": "fits/valid_fraction", "fit_updated": "fits/updated_fraction", "fit_loss": "fits/kept_loss",
-        "smplify_loss": "smplify/final_loss"}
+        "smplify_loss": "smplify/final_loss", "fits_pa_mpjpe": "fits/pa_mpjpe_to_truth"}
 _NOT_SCALARS = ("visuals",)
 
 
