@@ -45,7 +45,8 @@ from spin_fast.data import build_train_loader
 from spin_fast.model import HMR
 from spin_fast.smplify import FitsStore, SMPLify
 from spin_fast.constants import MMHUMAN3D_MIX
-from spin_fast.train.config import LossConfig, ModelConfig
+from spin_fast.recipes import recipe
+from spin_fast.train.config import ModelConfig
 from spin_fast.train.step import StepContext, train_step
 from spin_fast.train.timing import PhaseTimer
 
@@ -122,7 +123,7 @@ def test_train_step(benchmark, data_root, synthetic_assets, device, one_cpu_thre
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     amp = torch.bfloat16 if net_cfg.bf16 and device.type == "cuda" else None
-    ctx = StepContext(model=model, body=body, fits=fits, smplify=fitter, loss_weights=LossConfig().resolved(),
+    ctx = StepContext(model=model, body=body, fits=fits, smplify=fitter, loss=recipe("mmhuman3d").loss,
                       amp_dtype=amp, channels_last=net_cfg.channels_last, timer=PhaseTimer(device))
     it = loader.iter_from(0)
     record = {}

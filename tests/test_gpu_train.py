@@ -28,6 +28,7 @@ def step_context(cfg, device, amp_dtype):
     from spin_fast.data import build_train_loader
     from spin_fast.model import HMR
     from spin_fast.smplify import FitsStore
+    from spin_fast.train.config import resolve
     from spin_fast.train.step import StepContext
 
     paths = AssetPaths(Path(cfg.data.root))
@@ -39,7 +40,7 @@ def step_context(cfg, device, amp_dtype):
                                 seed=0, device=device)
     fits = FitsStore.from_static_fits(paths, loader.dataset_names,
                                      sizes=dict(zip(loader.dataset_names, loader.dataset_sizes)), device=device)
-    ctx = StepContext(model=model, body=body, fits=fits, smplify=None, loss_weights=cfg.loss.resolved(),
+    ctx = StepContext(model=model, body=body, fits=fits, smplify=None, loss=resolve(cfg).loss,
                       amp_dtype=amp_dtype)
     return ctx, next(loader.iter_from(0))
 

@@ -14,7 +14,7 @@ from spin_fast.body.io import load_regressor, load_smpl
 from spin_fast.geometry import perspective_projection
 from spin_fast.smplify import FitsStore
 from spin_fast.smplify.in_loop import fit_in_loop
-from spin_fast.train.config import build_config
+from spin_fast.train.config import build_config, resolve
 from spin_fast.train.loop import build_smplify
 
 OPENPOSE_TORSO = [2, 5, 9, 12]  # R/L shoulder, R/L hip
@@ -57,7 +57,7 @@ def setting(synthetic_assets):
 
 def _fitter(preset, synthetic_assets, body):
     cfg = build_config(overrides={"preset": preset, "smplify.stage1_iters": 40, "smplify.stage2_iters": 0})
-    return build_smplify(cfg, synthetic_assets, body, "cpu")
+    return build_smplify(cfg, resolve(cfg).smplify, synthetic_assets, body, "cpu")
 
 
 def test_spin_preset_stage1_fits_the_gt_torso(setting, synthetic_assets):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spin_fast.train import losses as L
-from spin_fast.train.config import LOSS_PRESETS
+from spin_fast.recipes import recipe
 
 RES = 224
 
@@ -147,13 +147,13 @@ def _upstream_terms(d, preset):
 
 
 def _spin_fast_terms(d, preset):
-    w = LOSS_PRESETS[preset]
+    w = recipe(preset).loss
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in d.items()}
     has = torch.tensor(d["has"])
     valid = torch.tensor(d["valid"])
     out = {
-        "keypoints2d": L.keypoints2d_loss(t["pred_px"], t["gt2d"], RES, w["criterion"], w["openpose_2d"], w["convention"]),
-        "keypoints3d": L.keypoints3d_loss(t["pred3d"], t["gt3d"], has, w["criterion"], w["convention"]),
+        "keypoints2d": L.keypoints2d_loss(t["pred_px"], t["gt2d"], RES, w.criterion, w.openpose_2d, w.averaging),
+        "keypoints3d": L.keypoints3d_loss(t["pred3d"], t["gt3d"], has, w.criterion, w.averaging),
         "vertices": L.vertex_loss(t["verts"], t["target_v"], valid),
     }
     out["pose"], out["betas"] = L.smpl_param_losses(t["pred_R"], t["betas"], t["pose_aa"], t["target_b"], valid)
@@ -214,7 +214,7 @@ def test_total_uses_the_upstream_weights(preset):
                          + want["camera"])
     terms = {k: torch.tensor(v, dtype=torch.float64) for k, v in _spin_fast_terms(d, preset).items()}
     terms["camera"] = L.camera_prior(cam)
-    assert L.total_loss(terms, LOSS_PRESETS[preset]).item() == pytest.approx(expected, rel=1e-9)
+    assert L.total_loss(terms, recipe(preset).loss).item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_losses_are_finite_and_differentiable_when_nothing_is_selected():

@@ -199,13 +199,12 @@ def test_valid_fit_rules_on_the_store():
 
 def test_train_and_fit_follow_the_preset_recipe():
     from spin_fast.fit.run import FitConfig, fit_recipe
-    from spin_fast.train.config import build_config
-    from spin_fast.train.loop import smplify_recipe
+    from spin_fast.train.config import build_config, resolve
 
     for preset in ("mmhuman3d", "spin"):
-        rec = smplify_recipe(build_config(overrides={"preset": preset}, demo=False))
+        rec = resolve(build_config(overrides={"preset": preset}, demo=False)).smplify
         want = RECIPES[preset].smplify
         assert rec == want
         assert fit_recipe(FitConfig("h36m", preset=preset)) == want
-    demo = smplify_recipe(build_config(overrides={"preset": "mmhuman3d"}, demo=True))
+    demo = resolve(build_config(overrides={"preset": "mmhuman3d"}, demo=True)).smplify
     assert demo == dataclasses.replace(MMH, stage1_iters=30, stage2_iters=30)

@@ -35,8 +35,8 @@ def test_the_config_presets_are_the_recipes():
         assert C.PRESETS[cb]["smplify.stage1_iters"] == rec.smplify.stage1_iters
         assert C.PRESETS[cb]["data.augmentation"] == rec.data.geometry
         assert C.PRESETS[cb]["optim.lr_decay_epochs"] == list(rec.optim.lr_decay_epochs)
-        assert C.LOSS_PRESETS[cb]["convention"] == rec.loss.averaging
-        assert C.LOSS_PRESETS[cb]["keypoints3d"] == rec.loss.keypoints3d
+        assert C.PRESETS[cb]["loss.convention"] == rec.loss.averaging
+        assert C.PRESETS[cb]["loss.keypoints3d"] == rec.loss.keypoints3d
 
 
 def test_help_shows_the_recipe_values_with_their_sources(capsys):

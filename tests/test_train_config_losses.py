@@ -9,7 +9,7 @@ import torch
 from spin_fast.train import losses as L
 from spin_fast.atomic import atomic_torch_save
 from spin_fast.train.checkpoint import rng_state, set_rng_state
-from spin_fast.train.config import ConfigError, LossConfig, build_config, from_dict, to_dict
+from spin_fast.train.config import ConfigError, LossConfig, TrainConfig, build_config, from_dict, resolve, to_dict
 from spin_fast.train.__main__ import main as train_main
 
 
@@ -126,9 +126,9 @@ def test_presets_follow_their_codebases():
     """mmhuman3d @ 8c95747 weights every joint, OpenPose included, by its confidence; SPIN weights
     OpenPose 2D by 0."""
     for name, conv, op in (("mmhuman3d", "mmhuman3d", 1.0), ("spin", "spin", 0.0)):
-        w = LossConfig().resolved(name)
-        assert w["openpose_2d"] == op and w["convention"] == conv
-    assert LossConfig(convention="mmhuman3d").resolved("spin")["convention"] == "mmhuman3d"
+        w = resolve(TrainConfig(preset=name)).loss
+        assert w.openpose_2d == op and w.averaging == conv
+    assert resolve(TrainConfig(preset="spin", loss=LossConfig(convention="mmhuman3d"))).loss.averaging == "mmhuman3d"
 
 
 # --- checkpoints -------------------------------------------------------------------------------------

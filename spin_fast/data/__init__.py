@@ -41,6 +41,7 @@ Tensors are on the loader's `device`. With `skip_bad_images` a batch may be shor
 from __future__ import annotations
 
 from spin_fast.errors import SpinFastError
+from spin_fast.recipes import Codebase, DataRecipe
 
 BACKENDS = ("auto", "dali", "torchvision", "reference")
 
@@ -122,7 +123,7 @@ def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, devic
 
 def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, backend: str = "auto", threads: int = 2,
                        seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
-                       skip_bad_images: bool = False, device=None, geometry: str = "mmhuman3d") -> Loader:
+                       skip_bad_images: bool = False, device=None, geometry: Codebase = "mmhuman3d") -> Loader:
     """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped; or a mix
     preset of `datasets.mix_ratios`, 'mmhuman3d' | 'spin', over every training dataset), from
     the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed;
@@ -146,6 +147,14 @@ def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, back
     planner = TrainPlanner(sources, sampler, rot_prob, geometry)
     return Loader(sources, _impl(backend, sources, planner, batch_size, threads, skip_bad_images, device, None, seed),
                   sampler)
+
+
+def train_loader_from_recipe(paths, data: DataRecipe, mix: dict[str, float] | None = None, **options) -> Loader:
+    """Training batches as a data recipe (spin_fast.recipes.DataRecipe) says: its crop geometry, rot_prob,
+    batch size and mix (`mix`: explicit ratios instead); `options` are build_train_loader's others
+    (backend, threads, seed, rank, world_size, skip_bad_images, device)."""
+    return build_train_loader(paths, data.mix if mix is None else mix, data.batch_size, rot_prob=data.rot_prob,
+                              geometry=data.geometry, **options)
 
 
 def build_eval_loader(paths, name: str = "pw3d", batch_size: int = 32, backend: str = "auto", threads: int = 2,

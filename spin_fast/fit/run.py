@@ -40,7 +40,7 @@ import torch.distributed as dist
 
 from spin_fast.atomic import atomic_torch_save, atomic_write_json
 from spin_fast.constants import NUM_BETAS
-from spin_fast.recipes import CODEBASES, SMPLifyRecipe, recipe, smplify_kwargs
+from spin_fast.recipes import CODEBASES, Codebase, SMPLifyRecipe, recipe
 from spin_fast.errors import Interrupted, SpinFastError
 from spin_fast.run_lock import RunLock
 from spin_fast.smplify.fits import FIT_DIM
@@ -60,7 +60,7 @@ class FitConfig:
     """What determines the fits (anything else, device or process count, does not)."""
 
     dataset: str
-    preset: str = "spin"                # SMPLify flavor and crop geometry: spin | mmhuman3d (see the README)
+    preset: Codebase = "spin"           # whose SMPLify recipe and crop geometry (spin_fast.recipes, docs/presets.md)
     stage1_iters: int | None = None     # None: the flavor's default (100 / 50)
     stage2_iters: int | None = None
     batch_size: int = 64
@@ -335,7 +335,7 @@ def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: b
     # 1. models: the neutral body, SMPLify, the start
     body = BodyModel.from_paths(paths).to(device)
     rec = fit_recipe(cfg)
-    smplify = SMPLify(body, gmm_path=paths.gmm, **smplify_kwargs(rec))
+    smplify = SMPLify.from_recipe(rec, body, gmm_path=paths.gmm)
     fallback = mean_fit(paths.mean_params).to(device)
     static = None
     if cfg.init == "static":
@@ -347,7 +347,7 @@ def _fit_dataset(sources, paths, cfg: FitConfig, out: Path, *, device, resume: b
     def plan(step: int):
         idx = batches[mine[step]]
         return make_plan(sources, step, np.zeros(len(idx), np.int64), idx, AugParams.identity(len(idx)),
-                         geometry=cfg.preset)
+                         geometry=recipe(cfg.preset).data.geometry)
 
     batch_iter = None
     if cfg.init == "checkpoint":

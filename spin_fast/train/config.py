@@ -1,18 +1,22 @@
 """Training configuration: dataclasses, a YAML file format, and command-line overrides.
 
-Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags, then the preset
-(`preset: mmhuman3d | spin`, whose training to reproduce: the codebase's recipe in `spin_fast.recipes`,
-docs/presets.md) fills every field still at None: losses, SMPLify flavor and iterations, augmentation
-geometry, rot_prob, batch size, lr and its schedule, the dataset mix. The rest of a SMPLify recipe
-(ftol and its stop rule, keypoint normaliser, trainer keypoints, valid-fit rule) follows smplify.flavor. Every leaf field has a flag (`python -m spin_fast.train --preset spin
---help` lists them with that preset's values); YAML files use the same nesting:
+Precedence: defaults < `--config FILE.yaml` < `--section.field VALUE` flags. `preset` (mmhuman3d | spin)
+names whose training to reproduce: `resolve(cfg)` turns the keys the user set into that codebase's full
+recipe (`spin_fast.recipes.Recipe`, docs/presets.md), once, with no None left; the run hands each piece
+its typed sub-recipe (the training step its `LossRecipe`, SMPLify its `SMPLifyRecipe`, the loader its
+`DataRecipe`; fit its own via `--preset`). A key left at none takes the preset's value: losses, SMPLify
+objective and iterations, crop geometry, rot_prob, batch size, lr and its schedule, the dataset mix. The
+rest of a SMPLify recipe (ftol and its stop rule, keypoint normaliser, trainer keypoints, valid-fit rule)
+follows smplify.flavor. Every leaf field has a flag (`python -m spin_fast.train --preset spin --help` lists
+them with that preset's values and their upstream sources); YAML files use the same nesting:
 
     preset: spin
     data: {root: /data/mmhuman3d, batch_size: 32}
     optim: {lr: 3.0e-5}
 
-Unknown keys, wrong types and out-of-range values are errors that name the key. The resolved config
-is saved next to every checkpoint (`config.yaml`) and inside it.
+Unknown keys, wrong types and out-of-range values are errors that name the key. The config with every
+preset value written in (`build_config`) is saved next to every checkpoint (`config.yaml`) and inside
+it, so a saved run reads back to the same recipe even if a preset changes.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import yaml
 from spin_fast.config import env_data_root
 from spin_fast.constants import MIN_INPUT_RES, MMHUMAN3D_MIX
 from spin_fast.errors import SpinFastError
-from spin_fast.recipes import CODEBASES, RECIPES, source_of
+from spin_fast.recipes import CODEBASES, RECIPES, Recipe, source_of
 
 # Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
 # 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
@@ -61,7 +65,6 @@ def recipe_source(codebase: str, key: str) -> str:
 
 
 PRESETS = {cb: {key: _recipe_value(cb, key) for key in RECIPE_KEYS} for cb in CODEBASES}
-LOSS_PRESETS = {cb: {k: PRESETS[cb][f"loss.{k}"] for k in LOSS_KEYS} for cb in CODEBASES}
 
 
 class ConfigError(SpinFastError, ValueError):
@@ -123,15 +126,6 @@ class LossConfig:
     criterion: str | None = None     # keypoint loss function
     convention: str | None = None    # keypoint normalisation and averaging (losses.py)
     overall: float | None = None     # multiplier of the total
-
-    def resolved(self, preset: str = "mmhuman3d") -> dict[str, Any]:
-        """The loss weights: this config's values, `preset`'s where one is None."""
-        base = dict(LOSS_PRESETS[preset])
-        for k in base:
-            v = getattr(self, k)
-            if v is not None:
-                base[k] = v
-        return base
 
 
 @dataclass
@@ -333,15 +327,46 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _override(sub, values: dict):
+    """The frozen sub-recipe `sub` with `values` (field -> value); a field keeps its upstream source only
+    where its value is still the recipe's."""
+    out = dataclasses.replace(sub, **values)
+    sources = {k: v for k, v in sub.sources.items() if getattr(out, k) == getattr(sub, k)}
+    return dataclasses.replace(out, sources=sources)
+
+
+def resolve(cfg: TrainConfig) -> Recipe:
+    """The recipe a run follows: `cfg.preset`'s (spin_fast.recipes) with every recipe key the config
+    sets (the others at None take the preset's). The SMPLify recipe is the one of smplify.flavor's
+    objective (stop rule, keypoint normaliser, trainer keypoints, valid-fit rule) with the preset's
+    iterations unless set. Nothing in the result is None."""
+    if cfg.preset not in RECIPES:
+        raise ConfigError(f"config key 'preset' must be one of {list(RECIPES)}, got {cfg.preset!r}")
+    base = RECIPES[cfg.preset]
+    flat = {k: v for k, (v, _) in leaves(cfg).items()}
+    given = {sub: {} for sub in ("loss", "smplify", "data", "optim")}
+    for key, (sub, name) in RECIPE_KEYS.items():
+        if flat[key] is not None:
+            given[sub][name] = tuple(flat[key]) if isinstance(flat[key], list) else flat[key]
+    objective = given["smplify"].get("objective", base.smplify.objective)
+    if objective not in RECIPES:
+        raise ConfigError(f"config key 'smplify.flavor' must be one of {list(RECIPES)}, got {objective!r}")
+    iters = {"stage1_iters": base.smplify.stage1_iters, "stage2_iters": base.smplify.stage2_iters}
+    return Recipe(base.codebase, _override(base.loss, given["loss"]),
+                  _override(RECIPES[objective].smplify, {**iters, **given["smplify"]}),
+                  _override(base.data, given["data"]), _override(base.optim, given["optim"]))
+
+
 def resolve_preset(cfg: TrainConfig) -> TrainConfig:
-    """Fill every field left at None from `cfg.preset` (PRESETS), in place; a mmhuman3d mix preset
-    becomes its ratios (SPIN's need the dataset sizes: they stay data.mix_preset 'spin')."""
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"config key 'preset' must be one of {list(PRESETS)}, got {cfg.preset!r}")
+    """Write the recipe's value (`resolve`) into every recipe key left at None, in place, so the config
+    saved with a run holds them; a mmhuman3d mix preset becomes its ratios (SPIN's need the dataset
+    sizes: they stay data.mix_preset 'spin')."""
+    rec = resolve(cfg)
     known = leaves(cfg)
-    for key, value in PRESETS[cfg.preset].items():
+    for key, (sub, name) in RECIPE_KEYS.items():
         if known[key][0] is None:
-            set_value(cfg, key, value)
+            value = getattr(getattr(rec, sub), name)
+            set_value(cfg, key, list(value) if isinstance(value, tuple) else value)
     if cfg.data.mix is None and cfg.data.mix_preset == "mmhuman3d":
         cfg.data.mix = dict(MMHUMAN3D_MIX)
     return cfg

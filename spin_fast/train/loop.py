@@ -6,7 +6,6 @@ identical fits store because each step's fit updates are all-gathered and applie
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ import torch.distributed as dist
 from spin_fast.config import configured_data_root, init_distributed
 from spin_fast.data.synth import open_data_root
 from spin_fast.model.checkpoint_import import unwrap
-from spin_fast.recipes import SMPLifyRecipe, recipe, smplify_kwargs
+from spin_fast.recipes import SMPLifyRecipe
 from spin_fast.train.checkpoint import save_checkpoint, set_rng_state
-from spin_fast.train.config import TrainConfig, to_dict
+from spin_fast.train.config import TrainConfig, resolve, to_dict
 from spin_fast.train.finite import NonFiniteWatch
 from spin_fast.train.fit_truth import FitsTruth
 from spin_fast.train.monitor import TrainMonitor
@@ -65,21 +64,13 @@ def _apply_optim_config(cfg: TrainConfig, optimizer, scheduler, steps_per_epoch:
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
-def smplify_recipe(cfg: TrainConfig) -> SMPLifyRecipe:
-    """The SMPLify recipe of the objective cfg.smplify.flavor names (its stop rule, keypoint normaliser,
-    trainer keypoints and valid-fit rule: spin_fast.recipes), with the config's iterations."""
-    base = recipe(cfg.smplify.flavor).smplify
-    return dataclasses.replace(base, stage1_iters=cfg.smplify.stage1_iters, stage2_iters=cfg.smplify.stage2_iters)
-
-
-def build_smplify(cfg: TrainConfig, paths, body, device):
-    """The SMPLify fitter the step calls (None when disabled)."""
+def build_smplify(cfg: TrainConfig, rec: SMPLifyRecipe, paths, body, device):
+    """The SMPLify fitter of the run's SMPLify recipe that the step calls (None when disabled)."""
     if not cfg.smplify.enabled:
         return None
     from spin_fast.smplify import SMPLify
 
-    return SMPLify(body=body, gmm_path=paths.gmm, device=device, gmm_normaliser=cfg.smplify.gmm_normaliser,
-                   **smplify_kwargs(smplify_recipe(cfg)))
+    return SMPLify.from_recipe(rec, body, gmm_path=paths.gmm, device=device, gmm_normaliser=cfg.smplify.gmm_normaliser)
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = False, overwrite: bool = False,
@@ -101,7 +92,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, return_state: bool = Fal
 
 
 def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_config_change: bool, lock) -> dict:
-    from spin_fast.data import build_train_loader, choose_backend
+    from spin_fast.data import choose_backend, train_loader_from_recipe
     from spin_fast.model import HMR
     from spin_fast.body import BodyModel
     from spin_fast.smplify import FitsStore
@@ -113,6 +104,7 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
         raise ConfigError("data.skip_bad_images: not supported with more than one process (a skipped image "
                           "makes the ranks' batches differ in size); run `python -m spin_fast.data check` "
                           "to find the unreadable images, fix or drop them, and train without it")
+    rec = resolve(cfg)  # the recipe the run follows; each piece below gets its part
     rank, world, device = init_distributed(cfg.device)
     choose_backend(cfg.data.loader, device)  # a loader that cannot be imported fails here, before any work
     torch.manual_seed(cfg.seed + rank)
@@ -139,11 +131,9 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
         load_hmr_weights(model, cfg.model.pretrained)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = build_train_loader(paths, mix=cfg.data.mix if cfg.data.mix is not None else cfg.data.mix_preset,
-                                batch_size=cfg.data.batch_size, backend=cfg.data.loader, geometry=cfg.data.augmentation,
-                                threads=cfg.data.threads, seed=cfg.seed, rank=rank, world_size=world,
-                                rot_prob=cfg.data.rot_prob, skip_bad_images=cfg.data.skip_bad_images,
-                                device=device)
+    loader = train_loader_from_recipe(paths, rec.data, mix=cfg.data.mix, backend=cfg.data.loader,
+                                      threads=cfg.data.threads, seed=cfg.seed, rank=rank, world_size=world,
+                                      skip_bad_images=cfg.data.skip_bad_images, device=device)
     fits = FitsStore.from_static_fits(paths, loader.dataset_names, sizes=dict(zip(loader.dataset_names, loader.dataset_sizes)),
                                      device=device)
 
@@ -172,11 +162,11 @@ def _train(cfg: TrainConfig, resume, return_state: bool, overwrite: bool, allow_
     if cfg.model.compile:
         net = torch.compile(net)
     ctx = StepContext(
-        model=net, body=body, fits=fits, smplify=build_smplify(cfg, paths, body, device),
-        loss_weights=cfg.loss.resolved(cfg.preset),
+        model=net, body=body, fits=fits, smplify=build_smplify(cfg, rec.smplify, paths, body, device),
+        loss=rec.loss,
         amp_dtype=torch.bfloat16 if cfg.model.bf16 and device.type == "cuda" else None,
         channels_last=cfg.model.channels_last, sync_fits=make_fits_sync(fits, world), timer=PhaseTimer(device),
-        fits_recipe=smplify_recipe(cfg))
+        fits_recipe=rec.smplify)
     if rank == 0:
         record_config(work_dir, to_dict(cfg), start, str(ckpt_path) if ckpt_path else None, changes)
     monitor = TrainMonitor(work_dir, total_steps, start, cfg.log_every, cfg.image_every, enabled=rank == 0,

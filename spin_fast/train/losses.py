@@ -1,6 +1,6 @@
 """SPIN's training losses as small pure functions (docs/spin.md "Training"), each codebase's way.
 
-Weights come from the preset's loss recipe (`spin_fast.recipes`, as `spin_fast.train.config.LOSS_PRESETS`):
+Weights, criterion and averaging come from the run's loss recipe (`spin_fast.recipes.LossRecipe`):
     total = overall * ( w3d  * keypoints3d   criterion on 3D joints centred at the GT hip midpoint
                       + w2d  * keypoints2d   criterion on normalised crop coordinates, conf-weighted
                                              (OpenPose joints x openpose_2d)
@@ -8,7 +8,7 @@ Weights come from the preset's loss recipe (`spin_fast.recipes`, as `spin_fast.t
                       + wp   * pose          MSE on rotation matrices, valid fits only
                       + wb   * betas         MSE, valid fits only
                       + wc   * camera        mean(exp(-10 s)^2) )
-`convention` picks how the keypoint terms are normalised and averaged:
+`convention` (the recipe's `averaging`) picks how the keypoint terms are normalised and averaged:
   mmhuman3d (mesh_estimator.py with a config that collects no has_keypoints2d/3d, as the SPIN cache
             config): the confidence-weighted sum over all 49 joints divided by the number of entries
             (joint x coordinate) whose confidence is > 0;
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from spin_fast.constants import GT_LEFT_HIP, GT_RIGHT_HIP, NUM_OPENPOSE_JOINTS
 from spin_fast.geometry import axis_angle_to_rotmat
-from spin_fast.recipes import CODEBASES
+from spin_fast.recipes import CODEBASES, LossRecipe
 
 CONVENTIONS = CODEBASES  # whose keypoint normalisation and averaging (spin_fast.recipes)
 
@@ -125,6 +125,7 @@ def camera_prior(pred_camera: torch.Tensor) -> torch.Tensor:
     return torch.exp(-10.0 * pred_camera[:, 0]).pow(2).mean()
 
 
-def total_loss(terms: dict[str, torch.Tensor], weights: dict) -> torch.Tensor:
-    s = sum(weights[k] * terms[k] for k in ("keypoints3d", "keypoints2d", "vertices", "pose", "betas", "camera"))
-    return weights["overall"] * s
+def total_loss(terms: dict[str, torch.Tensor], recipe: LossRecipe) -> torch.Tensor:
+    """overall * the terms weighted by the loss recipe's weights."""
+    s = sum(getattr(recipe, k) * terms[k] for k in ("keypoints3d", "keypoints2d", "vertices", "pose", "betas", "camera"))
+    return recipe.overall * s

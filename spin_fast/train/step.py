@@ -20,7 +20,7 @@ import torch
 from spin_fast.body import Body
 from spin_fast.constants import IMG_RES
 from spin_fast.geometry import perspective_projection, rotmat_to_axis_angle, weak_perspective_to_translation
-from spin_fast.recipes import SMPLifyRecipe
+from spin_fast.recipes import LossRecipe, SMPLifyRecipe
 from spin_fast.smplify.fits import FitsStore
 from spin_fast.smplify.in_loop import Fitter, SyncFits, fit_in_loop, loop_rules
 from spin_fast.train import losses as L
@@ -33,7 +33,7 @@ class StepContext:
     body: Body                   # the neutral body model (spin_fast.body.BodyModel)
     fits: FitsStore
     smplify: Fitter | None       # spin_fast.smplify.SMPLify, or None (fits then come from the store only)
-    loss_weights: dict
+    loss: LossRecipe             # weights, criterion and averaging of step 4 (spin_fast.recipes)
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     sync_fits: SyncFits | None = None   # distributed: (dataset_id, index, updated) -> None
@@ -71,11 +71,10 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
         target_vertices = ctx.body(sel.fit[:, 72:], sel.fit[:, 3:72], sel.fit[:, :3], joint_set="smpl_24").vertices
 
     # 4. losses
-    w = ctx.loss_weights
+    w = ctx.loss
     terms = {
-        "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w["criterion"], w["convention"]),
-        "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w["criterion"], w["openpose_2d"],
-                                          flavor=w["convention"]),
+        "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w.criterion, w.averaging),
+        "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w.criterion, w.openpose_2d, flavor=w.averaging),
         "vertices": L.vertex_loss(pred.vertices, target_vertices, sel.valid_fit),
         "camera": L.camera_prior(pred_cam),
     }
