@@ -5,10 +5,13 @@
     Recipe     loss / smplify / data / optim sub-recipes (`RECIPES[codebase]`)
 
 Each sub-recipe is a frozen dataclass of plain numbers and names; its `sources` maps a field to the
-upstream `file:line` it reproduces. The pieces that run take their sub-recipe or the numbers in it
-(kernel ops take numeric switches, never a codebase name): `SMPLify` gets `smplify_kwargs(recipe)`,
-the fits in the loop its `valid_fit` rule. `not_reproduced()` lists what a recipe knowingly does not
-match, with the size of the difference.
+upstream `file:line` it reproduces. A training config keeps the user's overrides; `spin_fast.train.config.
+resolve` turns them into one full `Recipe` and the pieces that run take their sub-recipe: the training
+step its `LossRecipe`, `SMPLify.from_recipe` a `SMPLifyRecipe` (the fits in the loop its valid-fit rule
+and trainer keypoints), `spin_fast.data.train_loader_from_recipe` a `DataRecipe`; `python -m
+spin_fast.fit --preset` the SMPLify recipe and crop geometry of its codebase. Kernel ops take numeric
+switches (the reprojection op's `units`), never a codebase name. `not_reproduced()` lists what a recipe
+knowingly does not match, with the size of the difference; `markdown()` is docs/presets.md.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Literal, Mapping
 
 Codebase = Literal["mmhuman3d", "spin"]
 CODEBASES: tuple[str, ...] = typing.get_args(Codebase)
+DEFAULT_CODEBASE: Codebase = "mmhuman3d"  # the default preset, and the default of every piece that takes a codebase
 
 MMH = "mmhuman3d@8c95747:"
 SPIN = "SPIN@2476c43:"

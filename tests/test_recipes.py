@@ -57,3 +57,26 @@ def test_the_codebase_choice_is_spelt_only_in_recipes():
     found = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "spin_fast").rglob("*.py"))
              if p.name != "recipes.py" and pair.search(p.read_text())]
     assert found == []
+
+
+def test_the_kernel_ops_take_numeric_switches():
+    """The reprojection and SMPLify ops are told the data units by a number, never by a codebase name
+    (a string switch would be a second spelling of the choice, below the package)."""
+    from spin_fast_kernels.reprojection import NORMALISED, PIXELS, reprojection_loss
+
+    name = re.compile(r"""["'](mmhuman3d|spin)["']""")
+    found = [str(p.relative_to(ROOT)) for op in ("reprojection", "smplify")
+             for p in sorted((ROOT / "kernels" / "spin_fast_kernels" / op).glob("*.py")) if name.search(p.read_text())]
+    assert found == []
+    import torch
+
+    j, t = torch.zeros(1, 2, 3), torch.tensor([[0.0, 0.0, 10.0]])
+    kp, conf = torch.full((1, 2, 2), 112.0 + 22.4), torch.ones(1, 2)
+    # a residual of 22.4 px: pixels give GMoF_100(22.4) per coordinate, normalised (2 r / 224 = 0.2) its square's
+    px = reprojection_loss(j, t, kp, conf, units=PIXELS, sigma=100.0)
+    nm = reprojection_loss(j, t, kp, conf, units=NORMALISED, sigma=100.0)
+    rho = lambda x: 1e4 * x * x / (1e4 + x * x)  # noqa: E731
+    assert torch.allclose(px, torch.tensor([4 * rho(22.4)]), rtol=1e-5)
+    assert torch.allclose(nm, torch.tensor([4 * rho(0.2 ** 2)]), rtol=1e-5)
+    with pytest.raises(ValueError, match="units"):
+        reprojection_loss(j, t, kp, conf, units="spin")

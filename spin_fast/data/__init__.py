@@ -41,7 +41,7 @@ Tensors are on the loader's `device`. With `skip_bad_images` a batch may be shor
 from __future__ import annotations
 
 from spin_fast.errors import SpinFastError
-from spin_fast.recipes import Codebase, DataRecipe
+from spin_fast.recipes import DEFAULT_CODEBASE, Codebase, DataRecipe
 
 BACKENDS = ("auto", "dali", "torchvision", "reference")
 
@@ -121,13 +121,13 @@ def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, devic
                            num_steps=num_steps)
 
 
-def build_train_loader(paths, mix: dict[str, float] | str, batch_size: int, backend: str = "auto", threads: int = 2,
+def build_train_loader(paths, mix: dict[str, float] | Codebase, batch_size: int, backend: str = "auto", threads: int = 2,
                        seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
-                       skip_bad_images: bool = False, device=None, geometry: Codebase = "mmhuman3d") -> Loader:
+                       skip_bad_images: bool = False, device=None, geometry: Codebase = DEFAULT_CODEBASE) -> Loader:
     """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped; or a mix
-    preset of `datasets.mix_ratios`, 'mmhuman3d' | 'spin', over every training dataset), from
+    preset of `datasets.mix_ratios`, a `Codebase`, over every training dataset), from
     the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed;
-    `geometry` ('mmhuman3d' | 'spin') is whose crop and flip/rotate order (`augment` docstring)."""
+    `geometry` (a `Codebase`) is whose crop and flip/rotate order (`augment` docstring)."""
     from spin_fast.data.batch import Sources, TrainPlanner
     from spin_fast.data.sampler import MixedSampler
 

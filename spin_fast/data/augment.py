@@ -38,7 +38,7 @@ import torch
 
 from spin_fast.constants import IMAGENET_MEAN, IMAGENET_STD, IMG_RES, SPIN_49_FLIP
 from spin_fast.geometry import flip_pose, rotate_global_orient, rotate_points_z
-from spin_fast.recipes import CODEBASES, Codebase
+from spin_fast.recipes import CODEBASES, DEFAULT_CODEBASE, Codebase
 
 NOISE_FACTOR = 0.4   # pixel noise U[1 - f, 1 + f]
 ROT_FACTOR = 30.0    # rotation N(0, 30 deg) clipped to +-60
@@ -128,7 +128,7 @@ def spin_window(center: np.ndarray, h: np.ndarray, res: int = IMG_RES) -> tuple[
 
 
 def crop_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: int = IMG_RES,
-                geometry: Codebase = "mmhuman3d") -> np.ndarray:
+                geometry: Codebase = DEFAULT_CODEBASE) -> np.ndarray:
     """Image pixels -> crop pixels, (B, 2, 3) float64: the warp of the image (module docstring).
     mmhuman3d: mirror (when flip) about the bbox centre, then the continuous crop map;
     spin:      SPIN's rounded window rotated about its centre and resized, then u -> res - 1 - u."""
@@ -150,7 +150,7 @@ def crop_matrix(center: np.ndarray, side: np.ndarray, params: AugParams, res: in
     return M
 
 
-def label_rotation(params: AugParams, geometry: Codebase = "mmhuman3d") -> np.ndarray:
+def label_rotation(params: AugParams, geometry: Codebase = DEFAULT_CODEBASE) -> np.ndarray:
     """(B,) float32: the rotation of SPIN's order (rotate, then flip) that the labels and fits take.
     mmhuman3d rotates after its mirror, which is rotating by -rot_deg before it."""
     _check_geometry(geometry)
@@ -186,7 +186,7 @@ def sampling_roi(M_inv: np.ndarray, res: int = IMG_RES, margin: int = 2) -> tupl
 
 
 # --- labels -----------------------------------------------------------------------------------------
-def transform_keypoints2d(kp: np.ndarray, M: np.ndarray, flip: np.ndarray, geometry: Codebase = "mmhuman3d",
+def transform_keypoints2d(kp: np.ndarray, M: np.ndarray, flip: np.ndarray, geometry: Codebase = DEFAULT_CODEBASE,
                           res: int = IMG_RES) -> np.ndarray:
     """Image keypoints (B, J, 3) (x, y, conf) -> crop pixels; flipped samples get the left/right
     permutation SPIN_49_FLIP.

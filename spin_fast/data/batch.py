@@ -21,7 +21,7 @@ from spin_fast.data.augment import (AugParams, augment_labels, crop_matrix, keyp
                                    sample_aug_params, transform_keypoints2d)
 from spin_fast.data.humandata import HumanData
 from spin_fast.errors import SpinFastError
-from spin_fast.recipes import Codebase
+from spin_fast.recipes import DEFAULT_CODEBASE, Codebase
 
 
 class ImageError(SpinFastError, RuntimeError):
@@ -76,7 +76,7 @@ class BatchPlan:
     side: np.ndarray         # (B,) bbox side max(w, h), image pixels
     matrix: np.ndarray       # (B, 2, 3) float64 image pixels -> crop pixels (the image warp)
     files: list              # (B,) Path of each image
-    geometry: Codebase = "mmhuman3d"  # augment.GEOMETRIES: whose crop geometry and flip/rotate order
+    geometry: Codebase = DEFAULT_CODEBASE  # augment.GEOMETRIES: whose crop geometry and flip/rotate order
 
     def __len__(self):
         return len(self.dataset_id)
@@ -98,7 +98,7 @@ class BatchPlan:
 
 
 def make_plan(sources: Sources, step: int, dataset_id: np.ndarray, index: np.ndarray, params: AugParams,
-              res: int = IMG_RES, geometry: Codebase = "mmhuman3d") -> BatchPlan:
+              res: int = IMG_RES, geometry: Codebase = DEFAULT_CODEBASE) -> BatchPlan:
     dataset_id = np.asarray(dataset_id, np.int64)
     index = np.asarray(index, np.int64)
     center = np.zeros((len(index), 2), np.float64)
@@ -115,7 +115,7 @@ def make_plan(sources: Sources, step: int, dataset_id: np.ndarray, index: np.nda
 class TrainPlanner:
     """step -> BatchPlan from a MixedSampler and SPIN's random augmentation, in `geometry`'s crop."""
 
-    def __init__(self, sources: Sources, sampler, rot_prob: float, geometry: Codebase = "mmhuman3d"):
+    def __init__(self, sources: Sources, sampler, rot_prob: float, geometry: Codebase = DEFAULT_CODEBASE):
         self.sources, self.sampler, self.rot_prob, self.geometry = sources, sampler, rot_prob, geometry
 
     def __call__(self, step: int) -> BatchPlan:

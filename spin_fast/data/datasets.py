@@ -28,7 +28,7 @@ from typing import Sequence
 from spin_fast.config import AssetPaths
 from spin_fast.constants import MMHUMAN3D_MIX, SPIN_MIX_FIXED, SPIN_MIX_IN_THE_WILD, SPIN_MIX_IN_THE_WILD_SHARE
 from spin_fast.errors import SpinFastError
-from spin_fast.recipes import CODEBASES
+from spin_fast.recipes import CODEBASES, DEFAULT_CODEBASE, Codebase
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def get_dataset(name: str) -> DatasetSpec:
         raise UnknownDataset(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
-def mix_ratios(preset: str = "mmhuman3d", names: Sequence[str] = TRAIN_DATASETS,
+def mix_ratios(preset: Codebase = DEFAULT_CODEBASE, names: Sequence[str] = TRAIN_DATASETS,
                sizes: Sequence[int] | None = None) -> list[float]:
     """Sampling ratios of `names` (in that order) for a mix preset, normalised to sum to 1.
 

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from spin_fast.cli import run_command
-from spin_fast.train.config import PRESETS, build_config, describe, load_yaml, nearest_keys
+from spin_fast.train.config import DEFAULT_PRESET, PRESETS, build_config, describe, load_yaml, nearest_keys
 
 ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_steps", "batch_size": "data.batch_size",
            "backbone": "model.backbone"}
 
 
-def parser(preset: str = "mmhuman3d") -> argparse.ArgumentParser:
+def parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The command line; the config keys' defaults shown are `preset`'s resolved values."""
     from spin_fast.recipes import not_reproduced, recipe, table
 
@@ -75,7 +75,7 @@ def chosen_preset(argv) -> str:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", dest="cfg:preset")
     value = vars(pre.parse_known_args(argv)[0])["cfg:preset"]
-    return value if value in PRESETS else "mmhuman3d"
+    return value if value in PRESETS else DEFAULT_PRESET
 
 
 def resume_command(argv: list[str], work_dir: str, work_dir_given: bool) -> str:

@@ -31,7 +31,7 @@ import yaml
 from spin_fast.config import env_data_root
 from spin_fast.constants import MIN_INPUT_RES, MMHUMAN3D_MIX
 from spin_fast.errors import SpinFastError
-from spin_fast.recipes import CODEBASES, RECIPES, Recipe, source_of
+from spin_fast.recipes import CODEBASES, DEFAULT_CODEBASE, RECIPES, Recipe, source_of
 
 # Dataset mixes (docs/spin.md "Training"): mmhuman3d's fixed ratios (constants.MMHUMAN3D_MIX); SPIN's are
 # 0.3 / 0.1 / rest by size (`spin_fast.data.datasets.mix_ratios`, computed when the datasets are opened).
@@ -65,6 +65,7 @@ def recipe_source(codebase: str, key: str) -> str:
 
 
 PRESETS = {cb: {key: _recipe_value(cb, key) for key in RECIPE_KEYS} for cb in CODEBASES}
+DEFAULT_PRESET = DEFAULT_CODEBASE
 
 
 class ConfigError(SpinFastError, ValueError):
@@ -140,7 +141,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    preset: str = "mmhuman3d"        # whose training to reproduce (README "Presets"); fills every key left at none
+    preset: str = DEFAULT_PRESET     # whose training to reproduce (README "Presets"); fills every key left at none
     work_dir: str = "work_dirs/spin_fast"  # output folder: checkpoints, log.csv, TensorBoard events, plots
     seed: int = 0                    # random seed (each process adds its rank)
     max_steps: int | None = None     # steps to train; none: epochs * samples_per_epoch / (batch_size * processes)
@@ -372,7 +373,7 @@ def resolve_preset(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def preset_defaults(preset: str = "mmhuman3d") -> TrainConfig:
+def preset_defaults(preset: str = DEFAULT_PRESET) -> TrainConfig:
     """The defaults with `preset` resolved (what `--help` shows for it)."""
     return resolve_preset(TrainConfig(preset=preset))
 
@@ -440,7 +441,7 @@ def _show(value) -> str:
     return str(value)
 
 
-def describe(preset: str = "mmhuman3d") -> dict[str, str]:
+def describe(preset: str = DEFAULT_PRESET) -> dict[str, str]:
     """{key: 'what it does [allowed values] (default: D ...)'} for every key: the field comment, the
     allowed values, the default (for a key the presets fill: `preset`'s value and the others'), the demo's."""
     classes = [("", TrainConfig)] + [(f"{f.name}.", f.default_factory) for f in dataclasses.fields(TrainConfig)

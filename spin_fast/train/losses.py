@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from spin_fast.constants import GT_LEFT_HIP, GT_RIGHT_HIP, NUM_OPENPOSE_JOINTS
 from spin_fast.geometry import axis_angle_to_rotmat
-from spin_fast.recipes import CODEBASES, LossRecipe
+from spin_fast.recipes import CODEBASES, DEFAULT_CODEBASE, Codebase, LossRecipe
 
 CONVENTIONS = CODEBASES  # whose keypoint normalisation and averaging (spin_fast.recipes)
 
@@ -39,9 +39,9 @@ def _criterion(name: str):
     raise ValueError(f"loss criterion must be 'smooth_l1' or 'mse', got {name!r}")
 
 
-def _check_convention(convention: str) -> None:
+def _check_convention(convention: Codebase) -> None:
     if convention not in CONVENTIONS:
-        raise ValueError(f"loss convention must be 'mmhuman3d' or 'spin', got {convention!r}")
+        raise ValueError(f"loss convention must be one of {CONVENTIONS}, got {convention!r}")
 
 
 def _mean_over_positive(weighted_err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -51,36 +51,36 @@ def _mean_over_positive(weighted_err: torch.Tensor, conf: torch.Tensor) -> torch
     return weighted_err.sum() / count.clamp(min=1)
 
 
-def normalise_pixels(xy: torch.Tensor, img_res: int, flavor: str = "mmhuman3d", projected: bool = False) -> torch.Tensor:
+def normalise_pixels(xy: torch.Tensor, img_res: int, convention: Codebase = DEFAULT_CODEBASE,
+                     projected: bool = False) -> torch.Tensor:
     """Crop pixels -> [-1, 1] as each codebase does it.
     spin:      2x/img_res - 1, ground truth and projections alike (projections have their principal
                point at img_res/2, so a projection at x lands where a label at x does).
     mmhuman3d: labels 2x/(img_res - 1) - 1; projections (`projected`, principal point img_res/2)
                2(x - img_res/2)/(img_res - 1), since mmhuman3d normalises its centre-origin projections
                by img_res - 1 alone. A projection matches a label half a pixel to its left."""
-    if flavor == "spin":
+    _check_convention(convention)
+    if convention == "spin":
         return 2.0 * xy / img_res - 1.0
-    if flavor == "mmhuman3d":
-        return 2.0 * (xy - img_res / 2.0) / (img_res - 1) if projected else 2.0 * xy / (img_res - 1) - 1.0
-    raise ValueError(f"keypoint normalisation must be 'mmhuman3d' or 'spin', got {flavor!r}")
+    return 2.0 * (xy - img_res / 2.0) / (img_res - 1) if projected else 2.0 * xy / (img_res - 1) - 1.0
 
 
 def keypoints2d_loss(pred_px: torch.Tensor, gt_kp2d: torch.Tensor, img_res: int, criterion: str,
-                     openpose_weight: float = 1.0, flavor: str = "mmhuman3d") -> torch.Tensor:
+                     openpose_weight: float = 1.0, convention: Codebase = DEFAULT_CODEBASE) -> torch.Tensor:
     """pred_px (B, 49, 2) projected crop pixels (principal point img_res/2); gt_kp2d (B, 49, 3) crop
     pixels + confidence; the first 25 (OpenPose) confidences are scaled by openpose_weight.
     mmhuman3d: sum(conf * err) / #(entries with conf > 0); spin: mean over all B x 49 x 2 entries."""
-    _check_convention(flavor)
+    _check_convention(convention)
     joint = torch.arange(gt_kp2d.shape[1], device=gt_kp2d.device)
     weight = torch.where(joint < NUM_OPENPOSE_JOINTS, float(openpose_weight), 1.0)
     conf = gt_kp2d[..., 2:3] * weight[:, None].to(gt_kp2d.dtype)
-    err = conf * _criterion(criterion)(normalise_pixels(pred_px, img_res, flavor, projected=True),
-                                       normalise_pixels(gt_kp2d[..., :2], img_res, flavor))
-    return _mean_over_positive(err, conf) if flavor == "mmhuman3d" else err.mean()
+    err = conf * _criterion(criterion)(normalise_pixels(pred_px, img_res, convention, projected=True),
+                                       normalise_pixels(gt_kp2d[..., :2], img_res, convention))
+    return _mean_over_positive(err, conf) if convention == "mmhuman3d" else err.mean()
 
 
 def keypoints3d_loss(pred_joints: torch.Tensor, gt_kp3d: torch.Tensor, has_3d: torch.Tensor,
-                     criterion: str, convention: str = "mmhuman3d") -> torch.Tensor:
+                     criterion: str, convention: Codebase = DEFAULT_CODEBASE) -> torch.Tensor:
     """pred_joints (B, 49, 3); gt_kp3d (B, 49, 4) metres + confidence; has_3d (B,) bool. Both centred
     at their own GT hip midpoint (joints 27, 28).
       mmhuman3d: all 49 joints weighted by their confidence (OpenPose ones too: they count wherever

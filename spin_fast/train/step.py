@@ -74,7 +74,7 @@ def train_step(ctx: StepContext, batch: dict) -> tuple[torch.Tensor, dict]:
     w = ctx.loss
     terms = {
         "keypoints3d": L.keypoints3d_loss(pred.joints, kp3d, has_3d, w.criterion, w.averaging),
-        "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w.criterion, w.openpose_2d, flavor=w.averaging),
+        "keypoints2d": L.keypoints2d_loss(pred_px, kp2d, IMG_RES, w.criterion, w.openpose_2d, w.averaging),
         "vertices": L.vertex_loss(pred.vertices, target_vertices, sel.valid_fit),
         "camera": L.camera_prior(pred_cam),
     }
