@@ -203,6 +203,11 @@ def not_reproduced(codebase: str) -> tuple[str, ...]:
     return NOT_REPRODUCED[codebase]
 
 
+def help_lines(sub, indent: str = "  ") -> str:
+    """'name: value  (source)' a line, for the command lines' --help."""
+    return "\n".join(f"{indent}{name}: {_show(value)}  ({source or '-'})" for name, value, source in table(sub))
+
+
 def _show(value) -> str:
     if isinstance(value, ValidFitRule):
         return value.describe()

@@ -80,3 +80,12 @@ def test_the_kernel_ops_take_numeric_switches():
     assert torch.allclose(nm, torch.tensor([4 * rho(0.2 ** 2)]), rtol=1e-5)
     with pytest.raises(ValueError, match="units"):
         reprojection_loss(j, t, kp, conf, units="spin")
+
+
+def test_fit_help_shows_both_smplify_recipes():
+    from spin_fast.fit.__main__ import build_parser
+
+    text = build_parser().format_help()
+    assert "--preset mmhuman3d: SMPLify recipe (crop geometry mmhuman3d)" in text
+    assert "stop: batch" in text and "kp_norm: 223.0" in text and "registrants/smplify.py:381" in text
+    assert "valid_fit: mean over the 49 joints < 100" in text and "stage1_iters: 100" in text

@@ -18,11 +18,15 @@ import torch
 
 from spin_fast.cli import run_command
 from spin_fast.fit.run import PRESETS
-from spin_fast.recipes import RECIPES
+from spin_fast.recipes import RECIPES, help_lines
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m spin_fast.fit", description=__doc__.split("\n\n")[0])
+    recipes = "\n".join(f"--preset {cb}: SMPLify recipe (crop geometry {RECIPES[cb].data.geometry})\n"
+                         + help_lines(RECIPES[cb].smplify) for cb in PRESETS)
+    ap = argparse.ArgumentParser(prog="python -m spin_fast.fit", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=f"{recipes}\n(spin_fast.recipes; docs/presets.md)")
     ap.add_argument("--dataset", required=True, help="dataset of the registry (h36m, coco, ...)")
     ap.add_argument("--data-root", help="mmhuman3d data/ folder (default: $SPIN_FAST_DATA_ROOT, else synthetic)")
     ap.add_argument("--out", help="fits file (default: <data root>/static_fits/<name>_fits.npy)")

@@ -25,10 +25,9 @@ ALIASES = {"data_root": "data.root", "work_dir": "work_dir", "max_steps": "max_s
 
 def parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The command line; the config keys' defaults shown are `preset`'s resolved values."""
-    from spin_fast.recipes import not_reproduced, recipe, table
+    from spin_fast.recipes import help_lines, not_reproduced, recipe
 
-    smplify = "\n".join(f"  {name}: {value if not hasattr(value, 'describe') else value.describe()}  ({source})"
-                         for name, value, source in table(recipe(preset).smplify))
+    smplify = help_lines(recipe(preset).smplify)
     missing = "\n".join(f"  - {item}" for item in not_reproduced(preset)) or "  nothing known"
     ap = argparse.ArgumentParser(prog="python -m spin_fast.train", description=__doc__,
                                  usage="%(prog)s [--config FILE.yaml] [--preset P] [--KEY VALUE ...] [--resume [CKPT]] [--overwrite]",
