@@ -17,7 +17,6 @@ Three numbers per case, printed (-s):
           filters a downscaled window over its whole footprint (a triangle as wide as the scale), the
           one warp samples it bilinearly (spin_fast.recipes.not_reproduced states it).
 """
-import math
 
 import numpy as np
 import pytest
