@@ -21,6 +21,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from spin_fast.recipes import CODEBASES  # noqa: E402
 from spin_fast_kernels.smplify import function as F, kernel as K  # noqa: E402
 
 INT_PTRS = {"parents_ptr": "*i32", "fl_ptr": "*i32", "pj_ptr": "*i64", "pb_ptr": "*i64", "jidx_ptr": "*i64",
@@ -71,7 +72,7 @@ def ptxas_report(ptx: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--flavor", default="spin", choices=("spin", "mmhuman3d"))
+    ap.add_argument("--flavor", default="spin", choices=CODEBASES)
     args = ap.parse_args()
     cst = kernel_constexprs(args.flavor)
     print(f"sm_90, {F.NUM_WARPS} warps, BLOCK_B={F.BLOCK_B} BLOCK_P={F.BLOCK_P} BLOCK_KC={F.BLOCK_KC} "
