@@ -51,12 +51,14 @@ def test_help_shows_the_recipe_values_with_their_sources(capsys):
 
 
 def test_the_codebase_choice_is_spelt_only_in_recipes():
-    """No module but spin_fast/recipes.py lists the codebases as a literal pair (they read CODEBASES);
-    the kernels, below the package, take their own switches."""
-    pair = re.compile(r"""\(\s*["'](mmhuman3d|spin)["']\s*,\s*["'](mmhuman3d|spin)["']\s*\)""")
-    found = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "spin_fast").rglob("*.py"))
-             if p.name != "recipes.py" and pair.search(p.read_text())]
+    """No module but spin_fast/recipes.py lists the codebases as a literal pair (they read CODEBASES or
+    type Codebase), neither in the package nor in the kernels or the benchmarks."""
+    pair = re.compile(r"""[(\[]\s*["'](mmhuman3d|spin)["']\s*,\s*["'](mmhuman3d|spin)["']\s*[)\]]""")
+    files = [p for top in ("spin_fast", "kernels", "benches") for p in sorted((ROOT / top).rglob("*.py"))]
+    assert len(files) > 50
+    found = [str(p.relative_to(ROOT)) for p in files if p.name != "recipes.py" and pair.search(p.read_text())]
     assert found == []
+    assert pair.search('choices=("spin", "mmhuman3d")') and pair.search('Literal["mmhuman3d", "spin"]')
 
 
 def test_the_kernel_ops_take_numeric_switches():
