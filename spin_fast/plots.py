@@ -120,3 +120,29 @@ def error_histogram_figure(per_sample: Mapping[str, Sequence[float]], baseline: 
     counts = {len(v) for v in per_sample.values()}
     fig.suptitle(f"{title} ({counts.pop()} samples)" if len(counts) == 1 else title, fontsize=11)
     return fig
+
+
+def training_record_figure(eval_steps: Sequence[int], metrics: Mapping[str, Sequence[float]],
+                           mean_pose: Mapping[str, float], log_steps: Sequence[int],
+                           fits: Mapping[str, Sequence[float]], title: str = "training record"):
+    """A run's record: the network's test metrics (mm) at each evaluated step, the mean pose's as dashed
+    lines of the same colour (left); the fits' series from log.csv (right, one axis each: e.g. the share of
+    in-loop fits that replaced a stored one, and the stored fits' PA-MPJPE to the truth)."""
+    fig, axes = _figure(1 + len(fits), cols=1 + len(fits), panel_size=(4.4, 3.0))
+    ax = axes[0]
+    for (name, values), color in zip(metrics.items(), ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
+        ax.plot(eval_steps, values, color=color, lw=1.5, marker="o", ms=3, label=name)
+        if name in mean_pose:
+            ax.axhline(mean_pose[name], color=color, ls="--", lw=1, label=f"{name}, mean pose")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mm")
+    ax.set_title("test split: network vs mean pose", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    for ax, (name, values) in zip(axes[1:], fits.items()):
+        ax.plot(log_steps, values, color="tab:red", lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return fig

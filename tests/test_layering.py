@@ -3,7 +3,7 @@ spin_fast modules, and every import points down the layer order
 
     kernels -> base (constants, recipes, config, errors, cli, atomic, geometry, render, metrics, progress, plots, mesh_io,
                video, ...) -> body, assets
-            -> smplify, model, data -> train, evaluate, demo, fit, export
+            -> smplify, model, data -> fit.run -> data.synth -> train, evaluate, demo, fit, export, data's CLI
 
 A module may import its own package and any lower layer; packages of one layer stay independent of
 each other. Imports inside functions count as much as top-level ones.
@@ -24,7 +24,9 @@ LAYERS = [
       "spin_fast.recipes")],
     [("spin_fast.body",), ("spin_fast.assets",)],
     [("spin_fast.smplify",), ("spin_fast.model",), ("spin_fast.data",)],
-    [("spin_fast.train",), ("spin_fast.evaluate",), ("spin_fast.demo",), ("spin_fast.fit",), ("spin_fast.export",)],
+    [("spin_fast.fit.run",)],       # static fits over a dataset: SMPLify on the data pipeline's labels
+    [("spin_fast.data.synth",)],    # the synthetic stand-in: renders datasets, then fits them (fit.run)
+    [("spin_fast.data.__main__",), ("spin_fast.train",), ("spin_fast.evaluate",), ("spin_fast.demo",), ("spin_fast.fit",), ("spin_fast.export",)],
 ]
 
 

@@ -453,7 +453,8 @@ def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1
                    barrier=None) -> tuple[AssetPaths, bool]:
     """(paths, synthetic) of what a command runs on: `data_root`, else $SPIN_FAST_DATA_ROOT, else the
     synthetic stand-in (`synthetic` True), whose body model files and datasets at `scale` are written
-    on first use and announced, by rank 0; `barrier()` (several processes) then waits for them."""
+    on first use and announced, by rank 0; `barrier()` (several processes) then waits for them. A data
+    root holding a stand-in (its marker file) is used as it is, and `synthetic` is True too."""
     from spin_fast.assets import resolve_data_root
     from spin_fast.config import configured_data_root
 
@@ -464,6 +465,11 @@ def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1
             ensure_synthetic_dataset(paths.root, scale=scale, announce=True)
         if barrier is not None:
             barrier()
+    elif (paths.root / MARKER).is_file():  # a stand-in written by `python -m spin_fast.data synth --out DIR`
+        synthetic = True
+        if rank == 0:
+            print(f"spin_fast: {paths.root} holds the synthetic stand-in (a test fixture, not real data)",
+                  file=sys.stderr)
     return paths, synthetic
 
 
