@@ -19,7 +19,7 @@ SMPL_NEUTRAL.pkl) and gives two functions of (betas (B, 10), body_pose (B, 69), 
 - `*_compiled`: the same functions through `torch.compile` (inductor; the first calls compile).
 
 A peer whose library is not installed raises `PeerMissing` with the reason (the `bench` extra of
-setup.py installs them all).
+pyproject.toml installs them all).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ it is timed, each row checks that its joints / vertices equal spin_fast's (max e
 <= 1e-5), and spin_fast's row checks them against smplx, so only the same work is compared. The
 compiled rows compile in their first calls (before timing).
 
-The peers are the `bench` extra of setup.py (`pip install -e '.[bench]'`); a row whose library is
+The peers are the `bench` extra of pyproject.toml (`pip install -e '.[bench]'`); a row whose library is
 missing is skipped with the reason. `python benches/ratio.py RUN.json --anchor spin_fast` prints each
 peer's time over spin_fast's (> 1: spin_fast is faster).
 """

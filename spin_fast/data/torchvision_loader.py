@@ -14,7 +14,7 @@ Per step it takes the step's `BatchPlan` (the same one the DALI and reference lo
 Steps 3-4 are plain torch and import nothing optional; torchvision is imported for step 2 only
 (`torchvision_decoder`), so the crop runs, and is tested, on machines where torchvision does not
 import (tests/test_data_loaders.py decodes with PIL there). torchvision is the `gpu` extra of
-setup.py; where it does not import, `torchvision_status()` says why and the backend is refused.
+pyproject.toml; where it does not import, `torchvision_status()` says why and the backend is refused.
 """
 from __future__ import annotations
 
