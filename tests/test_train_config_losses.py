@@ -9,7 +9,7 @@ import torch
 from spin_fast.train import losses as L
 from spin_fast.atomic import atomic_torch_save
 from spin_fast.train.checkpoint import rng_state, set_rng_state
-from spin_fast.train.config import ConfigError, LossConfig, TrainConfig, build_config, from_dict, resolve, to_dict
+from spin_fast.train.config import DEMO_OVERRIDES, ConfigError, LossConfig, TrainConfig, build_config, from_dict, resolve, to_dict
 from spin_fast.train.__main__ import main as train_main
 
 
@@ -18,7 +18,8 @@ def test_precedence_defaults_demo_file_flags(tmp_path):
     cfg = build_config(overrides={"data.root": "/x"})
     assert not cfg.demo and cfg.model.backbone == "resnet50" and cfg.optim.lr == 3e-5
     demo = build_config(overrides={})
-    assert demo.demo and demo.model.backbone == "resnet18" and demo.max_steps == 40
+    assert demo.demo and demo.model.backbone == "resnet18" and demo.max_steps == DEMO_OVERRIDES["max_steps"]
+    assert demo.model.input_res == 64 and demo.data.rot_prob == 0.0 and demo.data.batch_size == 32
     f = tmp_path / "c.yaml"
     f.write_text("data: {root: /d, batch_size: 4, mix: {h36m: 1.0}}\noptim: {lr: 1.0e-4}\nsmplify: {flavor: mmhuman3d}\n")
     cfg = build_config(str(f), {"optim.lr": "2e-4", "model.bf16": "false"})

@@ -1,25 +1,19 @@
-"""A model trained on the synthetic stand-in scores better than the mean-pose prediction on the
-synthetic 3DPW-format split, through the user-facing commands (`spin_fast.train` with no data root,
-then `spin_fast.evaluate`, whose report scores the mean pose on the same samples).
+"""A model trained on the synthetic stand-in beats the mean pose on the synthetic 3DPW split in MPJPE,
+PA-MPJPE and PVE, through the user-facing commands: `spin_fast.train` with no data root (the demo's
+settings: ResNet-18 at a 64-pixel input, batch 32, lr 3e-4, no rotation augmentation, SMPLify 10 + 10
+in the loop), cut to STEPS steps, then `spin_fast.evaluate`, whose report scores the mean pose on the
+same samples. On the session's stand-in (the files the synthetic default writes, rendered once for the
+whole test run; its static fits are SMPLify's).
 
-What makes it short: the network sees the crops at 64 pixels (`model.input_res`, about a tenth of
-the convolution work at 224), a learning rate of 3e-4 (1e-3 diverges) and batches of 16 for 50 steps
-(about 4 passes over the 192 training images), SMPLify at 5 + 5 iterations in the loop, on the
-session's stand-in (the files the synthetic default writes, rendered once for the whole test run).
-
-Measured 2026-12-01 in the parallel suite (one thread, 2 idle cores): 49 s for the test; trained
-MPJPE 283.32 mm against the mean pose's 340.86, PVE 264.58 against 309.68, PA-MPJPE 244.47
-against 160.36. A run this short learns the global orientation and the body's size (what MPJPE and
-PVE measure after pelvis alignment) but not yet the articulation that PA-MPJPE is left with after
-the Procrustes alignment: a 600-step run at the full 224 input (README "Training") got 164.52 mm
-there with the mmhuman3d preset and 147.38 with SPIN-style loss averaging. So the test asserts the
-MPJPE and PVE gains and reports the PA-MPJPE comparison as an expected failure (xfail, with all
-three numbers) while it does not beat the mean pose; a failed command or a lost MPJPE/PVE gain fails
-the test.
+Two threads, set here: the run is then the same wherever the suite runs (a different thread count
+changes the rounding of the reductions, and a few hundred Adam steps carry that into the weights).
 """
 import json
 
 import pytest
+import torch
+
+STEPS = 100
 
 
 @pytest.mark.slow
@@ -34,18 +28,20 @@ def test_trained_model_beats_mean_pose_on_synthetic_3dpw(synthetic_data, tmp_pat
     monkeypatch.setenv("SPIN_FAST_CACHE", str(cache))
     monkeypatch.delenv("SPIN_FAST_DATA_ROOT", raising=False)
 
-    work = tmp_path / "run"
-    assert train(["--work-dir", str(work), "--max-steps", "50", "--batch-size", "16", "--optim.lr", "3e-4",
-                  "--model.input_res", "64", "--smplify.stage1_iters", "5", "--smplify.stage2_iters", "5",
-                  "--log_every", "10", "--ckpt_every", "50", "--image_every", "0"]) == 0
-    evaluate(["--checkpoint", str(work / "checkpoints" / "latest.pth"), "--out", str(tmp_path / "eval.json")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        work = tmp_path / "run"
+        assert train(["--work-dir", str(work), "--max-steps", str(STEPS), "--ckpt_every", str(STEPS),
+                      "--image_every", "0"]) == 0
+        evaluate(["--checkpoint", str(work / "checkpoints" / "latest.pth"), "--out", str(tmp_path / "eval.json")])
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads((tmp_path / "eval.json").read_text())
     trained, mean = report, report["baseline"]
     assert report["synthetic"] and report["num_samples"] > 0 and report["backbone"] == "resnet18"
     numbers = (f"trained / mean pose: MPJPE {trained['mpjpe']:.2f} / {mean['mpjpe']:.2f} mm, PA-MPJPE "
                f"{trained['pa_mpjpe']:.2f} / {mean['pa_mpjpe']:.2f} mm, PVE {trained['pve']:.2f} / {mean['pve']:.2f} mm")
-    print(numbers)  # shown with pytest -rP
-    assert trained["mpjpe"] < mean["mpjpe"] and trained["pve"] < mean["pve"], numbers
-    if trained["pa_mpjpe"] >= mean["pa_mpjpe"]:
-        pytest.xfail(f"PA-MPJPE does not beat the mean pose's (a run this short learns orientation and size, "
-                     f"not yet the articulation); {numbers}")
+    print(numbers)  # shown with pytest -s
+    for k in ("mpjpe", "pa_mpjpe", "pve"):
+        assert trained[k] < mean[k], numbers
