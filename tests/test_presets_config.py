@@ -76,8 +76,8 @@ def test_every_preset_field_stays_overridable(tmp_path):
 
 def test_demo_settings_win_over_the_preset():
     cfg = build_config(overrides={"preset": "spin"})
-    assert cfg.demo and cfg.data.batch_size == 8 and cfg.smplify.stage1_iters == 30
-    assert cfg.data.rot_prob == 0.4 and cfg.loss.convention == "spin"
+    assert cfg.demo and cfg.data.batch_size == 32 and cfg.smplify.stage1_iters == 10
+    assert cfg.data.rot_prob == 0.0 and cfg.loss.convention == "spin"  # the demo's rot_prob, the preset's rest
 
 
 @pytest.mark.parametrize("preset, shown", [

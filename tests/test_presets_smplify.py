@@ -207,4 +207,4 @@ def test_train_and_fit_follow_the_preset_recipe():
         assert rec == want
         assert fit_recipe(FitConfig("h36m", preset=preset)) == want
     demo = resolve(build_config(overrides={"preset": "mmhuman3d"}, demo=True)).smplify
-    assert demo == dataclasses.replace(MMH, stage1_iters=30, stage2_iters=30)
+    assert demo == dataclasses.replace(MMH, stage1_iters=10, stage2_iters=10)

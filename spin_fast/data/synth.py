@@ -466,10 +466,7 @@ def open_data_root(data_root: str | os.PathLike | None = None, *, scale: int = 1
         if barrier is not None:
             barrier()
     elif (paths.root / MARKER).is_file():  # a stand-in written by `python -m spin_fast.data synth --out DIR`
-        synthetic = True
-        if rank == 0:
-            print(f"spin_fast: {paths.root} holds the synthetic stand-in (a test fixture, not real data)",
-                  file=sys.stderr)
+        synthetic = True  # reported as such by the commands (evaluate's table and report)
     return paths, synthetic
 
 
