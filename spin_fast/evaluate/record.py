@@ -120,14 +120,18 @@ def main(argv=None) -> int:
     ap.add_argument("--png", default=None, help="the figure (default RUN/record.png)")
     ap.add_argument("--out", default=None, help="the record as JSON (default RUN/record.json)")
     args = ap.parse_args(argv)
-    from spin_fast.atomic import atomic_write_json
+    from spin_fast.atomic import atomic_write_json, check_writable
     from spin_fast.plots import save_png
 
     run = Path(args.run)
     if not run.is_dir():
         raise SystemExit(f"{run}: no such training work dir")
-    record = build_record(run, args.data_root, args.dataset)
     png, out = Path(args.png or run / "record.png"), Path(args.out or run / "record.json")
+    for flag, target in (("--png", png), ("--out", out)):  # before the evaluations, not after
+        if target.is_dir():
+            raise SystemExit(f"{flag} {target} is a folder; name the file to write")
+        check_writable(target.parent, flag)
+    record = build_record(run, args.data_root, args.dataset)
     save_png(record_figure(record), png)
     atomic_write_json(record, out)
     print("\n".join(summary_lines(record)))
