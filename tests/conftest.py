@@ -66,6 +66,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): SMPLify runs
+    hundreds of tiny ops an iteration, and on a shared 2-core machine a second thread only spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def triton_backend(monkeypatch):
     """Force the Triton path (the interpreter on CPU tensors, compiled kernels on CUDA ones)."""

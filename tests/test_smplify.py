@@ -18,13 +18,7 @@ from spin_fast.geometry import perspective_projection
 from spin_fast.smplify import SMPLify, SMPLifyReference, SMPLifyResult
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Hundreds of tiny ops an iteration: on a shared 2-core machine a second thread only spins."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
