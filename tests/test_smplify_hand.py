@@ -24,7 +24,9 @@ from spin_fast_kernels.kinematic_chain.reference import kinematic_chain_torch, r
 from spin_fast_kernels.reprojection.reference import reprojection_loss_torch
 from spin_fast_kernels.smplify import FitOutput, smplify_fit, smplify_fit_torch
 from spin_fast_kernels.smplify import reference as ref
-from test_smplify import assets, one_thread, synthetic_batch  # noqa: F401  (module fixtures and data)
+from test_smplify import assets, synthetic_batch  # noqa: F401  (module fixtures and data)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 F64 = torch.float64
 GRAD_RTOL = 1e-10

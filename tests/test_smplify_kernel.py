@@ -19,7 +19,9 @@ from spin_fast.body import BodyModel
 from spin_fast.smplify import SMPLify
 from spin_fast_kernels.smplify import smplify_fit_torch
 from spin_fast_kernels.smplify.function import smplify_fit_triton
-from test_smplify import assets, one_thread, synthetic_batch  # noqa: F401  (module fixtures and data)
+from test_smplify import assets, synthetic_batch  # noqa: F401  (module fixtures and data)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOL = {torch.float32: dict(loss=1e-5, pose=1e-4), torch.float64: dict(loss=1e-10, pose=1e-10)}
 BAD = [1, 2]
