@@ -1,7 +1,8 @@
-"""The torch path of the body model (kinematic_chain/cpu.py, skinning/cpu.py: planar layouts, backward
-written out) against its oracles: the op references (reference.py) and smplx.SMPL, outputs and the
-gradients w.r.t. betas, body_pose and global_orient, 1e-5 relative in float32 and 1e-12 in float64;
-gradcheck in float64; the joints-only path without transforms; SPIN_FAST_COMPILE's switch."""
+"""The CPU paths of the body model (kinematic_chain/cpu.py in torch and host.py in NumPy, skinning/cpu.py:
+planar layouts, backward written out) against their oracles: the op references (reference.py) and
+smplx.SMPL, outputs and the gradients w.r.t. betas, body_pose and global_orient, 1e-5 relative in float32
+and 1e-12 in float64; gradcheck in float64; the joints-only path without transforms; which path the
+dispatcher takes; SPIN_FAST_COMPILE's switch."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,9 @@ from kernel_checks import one_torch_thread  # noqa: F401  (autouse fixture)
 from spin_fast.body import BodyModel
 from spin_fast.constants import SMPL_54_TO_49, SMPL_PARENTS
 from spin_fast_kernels import _dispatch
-from spin_fast_kernels.kinematic_chain import rodrigues_chain, rodrigues_chain_cpu, rodrigues_chain_torch
+from spin_fast_kernels.kinematic_chain import (rodrigues_chain, rodrigues_chain_cpu, rodrigues_chain_host,
+                                               rodrigues_chain_torch, shaped_rodrigues_chain_host)
+from spin_fast_kernels.skinning import cpu as skinning_cpu_module
 from spin_fast_kernels.skinning import skinning_basis, skinning_cpu, skinning_torch
 from test_body_model import random_inputs, random_smpl, smplx_model
 
@@ -38,43 +41,86 @@ def chain_upstreams(B, J=24, seed=1):
             torch.randn(B, J, 3, 4, generator=g, dtype=torch.float64)]
 
 
-def chain_cpu(a, j):
-    return rodrigues_chain_cpu(a, j, SMPL_PARENTS)
+CHAIN_PATHS = {"torch": rodrigues_chain_cpu, "numpy": rodrigues_chain_host}
 
 
 def chain_ref(a, j):
     return rodrigues_chain_torch(a, j, SMPL_PARENTS)
 
 
+@pytest.mark.parametrize("path", sorted(CHAIN_PATHS))
 @pytest.mark.parametrize("B", [1, 17])
-def test_rodrigues_chain_cpu_matches_reference(B):
+def test_rodrigues_chain_cpu_matches_reference(path, B):
+    op = CHAIN_PATHS[path]
+    ours = lambda a, j: op(a, j, SMPL_PARENTS)  # noqa: E731
     aa, rest = chain_inputs(B)
     ups = chain_upstreams(B)
-    compare_fp32(chain_cpu, chain_ref, [aa, rest], ups, f"rodrigues_chain_cpu B={B}")
-    compare_fp64(chain_cpu, chain_ref, [aa, rest], ups, f"rodrigues_chain_cpu B={B}")
+    compare_fp32(ours, chain_ref, [aa, rest], ups, f"rodrigues_chain {path} B={B}")
+    compare_fp64(ours, chain_ref, [aa, rest], ups, f"rodrigues_chain {path} B={B}")
     for k in range(3):  # each output alone: the backward's None gradients
         only = [u if i == k else None for i, u in enumerate(ups)]
-        compare_fp64(chain_cpu, chain_ref, [aa, rest], only, f"rodrigues_chain_cpu output {k} alone")
+        compare_fp64(ours, chain_ref, [aa, rest], only, f"rodrigues_chain {path} output {k} alone")
 
 
-def test_rodrigues_chain_cpu_other_tree_gradcheck_and_dispatch():
+@pytest.mark.parametrize("path", sorted(CHAIN_PATHS))
+def test_rodrigues_chain_cpu_other_tree_gradcheck(path):
+    op = CHAIN_PATHS[path]
     parents = [-1, 0, 0, 1, 1, 2, 4]  # a level with two parents, one with a repeated parent
     aa, rest = chain_inputs(3, J=7, seed=4)
     ups = chain_upstreams(3, J=7, seed=5)
-    compare_fp64(lambda a, j: rodrigues_chain_cpu(a, j, parents),
-                 lambda a, j: rodrigues_chain_torch(a, j, parents), [aa, rest], ups, "other tree")
+    compare_fp64(lambda a, j: op(a, j, parents),
+                 lambda a, j: rodrigues_chain_torch(a, j, parents), [aa, rest], ups, f"other tree, {path}")
     a, j = aa[:2, :, :].clone().requires_grad_(), rest[:2].clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, j: rodrigues_chain_cpu(a, j, parents), (a, j))
-    assert torch.autograd.gradcheck(lambda a, j: rodrigues_chain_cpu(a, j, parents, need_transforms=False)[1],
-                                    (a, j))
-    # the dispatcher's torch path is this op
+    assert torch.autograd.gradcheck(lambda a, j: op(a, j, parents), (a, j))
+    assert torch.autograd.gradcheck(lambda a, j: op(a, j, parents, need_transforms=False)[1], (a, j))
+
+
+def test_rodrigues_chain_dispatch(monkeypatch):
+    """CPU float32 / float64: the NumPy path; other dtypes and SPIN_FAST_COMPILE=1: the torch path."""
+    monkeypatch.delenv(_dispatch.ENV_COMPILE, raising=False)
+    monkeypatch.delenv(_dispatch.ENV_BACKEND, raising=False)
+    parents = [-1, 0, 0, 1, 1, 2, 4]
+    aa, rest = chain_inputs(3, J=7, seed=4)
     R, t, T = rodrigues_chain(aa, rest, parents)
-    R2, t2, T2 = rodrigues_chain_cpu(aa, rest, parents)
-    assert torch.equal(R, R2) and torch.equal(t, t2) and torch.equal(T, T2)
+    for want, got in zip(rodrigues_chain_host(aa, rest, parents), (R, t, T)):
+        assert torch.equal(got, want)
     assert rodrigues_chain(aa, rest, parents, need_transforms=False)[2] is None
+    half = rodrigues_chain(aa.bfloat16(), rest.bfloat16(), parents)  # no NumPy bfloat16: the torch path
+    assert half[1].dtype == torch.bfloat16 and relative_error(half[1].double(), t) < 3e-2
+    with pytest.raises(ValueError, match="float32 / float64"):
+        rodrigues_chain_host(aa.bfloat16(), rest.bfloat16(), parents)
 
 
-def test_skinning_cpu_matches_reference():
+@pytest.mark.parametrize("B", [1, 9])
+def test_shaped_rodrigues_chain_matches_reference(B):
+    """Rest joints from betas, Rodrigues and the chain in one NumPy op, against the references'
+    composition: outputs and gradients w.r.t. betas, global_orient and body_pose, the two accepted
+    pose shapes, gradcheck in float64."""
+    g = gen(21)
+    template = torch.randn(24, 3, generator=g, dtype=torch.float64)
+    dirs = 0.1 * torch.randn(24, 3, 10, generator=g, dtype=torch.float64)
+    aa, _ = chain_inputs(B, seed=22)
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    ups = chain_upstreams(B, seed=23)
+
+    def ours(b, o, p):
+        return shaped_rodrigues_chain_host(b, o, p, template.to(b.dtype), dirs.to(b.dtype), SMPL_PARENTS)
+
+    def ref(b, o, p):
+        rest = template.to(b.dtype) + torch.einsum("jcs,bs->bjc", dirs.to(b.dtype), b)
+        return rodrigues_chain_torch(torch.cat([o.reshape(-1, 1, 3), p.reshape(-1, 23, 3)], 1), rest, SMPL_PARENTS)
+
+    for orient, pose in ((aa[:, 0], aa[:, 1:].reshape(B, 69)), (aa[:, :1], aa[:, 1:])):
+        compare_fp32(ours, ref, [betas, orient, pose], ups, f"shaped chain B={B}")
+        compare_fp64(ours, ref, [betas, orient, pose], ups, f"shaped chain B={B}")
+    xs = [x[:2].clone().requires_grad_() for x in (betas, aa[:, 0], aa[:, 1:].reshape(B, 69))]
+    assert torch.autograd.gradcheck(lambda *a: ours(*a)[1], xs)
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["tv_kept", "tv_recomputed"])
+def test_skinning_cpu_matches_reference(keep, monkeypatch):
+    """Eager blocks of 8 bodies; the backward with the forward's T_v and with T_v recomputed."""
+    monkeypatch.setattr(skinning_cpu_module, "KEEP_TV_BYTES", skinning_cpu_module.KEEP_TV_BYTES if keep else 0)
     m = small_model()
     consts = [m[k] for k in ("v_template", "shapedirs", "posedirs", "lbs_weights")]
     B = 11  # eager blocks of 8 bodies: one full, one partial

@@ -15,7 +15,9 @@ Joint sets: 'smpl_24' (posed kinematic joints), 'smpl_45' (+ the 21 smplx landma
 'smpl_54' (+ J_regressor_extra), 'smpl_49' (SPIN's, smpl_54[SMPL_54_TO_49]), 'h36m_17'.
 Each op (rodrigues, kinematic chain, skinning, joints-only) is called through `spin_fast_kernels`'
 public dispatching function (Triton for CUDA tensors, torch otherwise: for the chain and the
-skinning the written-out paths of kinematic_chain/cpu.py and skinning/cpu.py, laid out once here).
+skinning the written-out paths of kinematic_chain/cpu.py and skinning/cpu.py, laid out once here),
+except on CPU float32 / float64 (`kinematic_chain.use_host`), where steps 1-4 are one NumPy op
+(`shaped_rodrigues_chain_host`: at these sizes the time is per-call cost, about half of torch's).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import torch
 from spin_fast.constants import LANDMARK_VERTEX_IDS, NUM_JOINTS, SMPL_54_TO_49
 from spin_fast_kernels.joints_only import joints_only as joints_only_op
 from spin_fast_kernels.joints_only.reference import fold_regressor
-from spin_fast_kernels.kinematic_chain import kinematic_chain, rodrigues, rodrigues_chain
+from spin_fast_kernels.kinematic_chain import (kinematic_chain, rodrigues, rodrigues_chain,
+                                               shaped_rodrigues_chain_host, use_host)
 from spin_fast_kernels.skinning import SkinningBasis, skinning, skinning_basis
 
 JOINT_SETS = ("smpl_24", "smpl_45", "smpl_54", "smpl_49", "h36m_17")
@@ -206,10 +209,20 @@ class BodyModel(torch.nn.Module):
         are all the caller needs (pose feature None; the torch path then skips the transforms too)."""
         dtype = self.v_template.dtype
         betas = betas.to(dtype)
+        nb = NUM_JOINTS - 1
+        axis_angle = body_pose.shape in ((B, nb * 3), (B, nb, 3)) and global_orient.shape in ((B, 3), (B, 1, 3))
+        if axis_angle and use_host(betas):
+            # CPU: steps 1-4 as one NumPy op (its per-call cost is about half of torch's)
+            rotmats, posed_joints, transforms = shaped_rodrigues_chain_host(
+                betas, global_orient.to(dtype), body_pose.to(dtype), self.J_template, self.J_shapedirs,
+                self.parents_list, need_transforms=skin)
+            pose_feature = None
+            if skin:
+                pose_feature = (rotmats[:, 1:] - torch.eye(3, dtype=dtype)).reshape(B, -1)  # (B, 207)
+            return betas, rotmats, pose_feature, posed_joints, transforms
         rest = torch.addmm(self.J_template.view(1, -1), betas, self.J_shapedirs.view(-1, self.num_betas).t())
         rest = rest.view(B, NUM_JOINTS, 3)  # J_template + J_shapedirs . betas
-        nb = NUM_JOINTS - 1
-        if body_pose.shape in ((B, nb * 3), (B, nb, 3)) and global_orient.shape in ((B, 3), (B, 1, 3)):
+        if axis_angle:
             # axis-angle in: Rodrigues and the chain in one fused op (one launch each way on CUDA)
             aa = torch.cat([global_orient.reshape(B, 1, 3), body_pose.reshape(B, nb, 3)], dim=1).to(dtype)
             rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list, need_transforms=skin)

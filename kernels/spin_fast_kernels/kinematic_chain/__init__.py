@@ -4,9 +4,10 @@
 `rodrigues_chain(axis_angle, rest_joints, parents)` run the Triton kernels when
 `_dispatch.use_triton` says so (CUDA tensors, or SPIN_FAST_BACKEND=triton) and torch otherwise:
 the references `rodrigues_torch` and `kinematic_chain_torch`, and for the fused op
-`rodrigues_chain_cpu` (cpu.py: planar layout, backward written out; its oracle is
-`rodrigues_chain_torch`, the references' composition). Every Triton path has hand-written backward
-kernels.
+for CPU float32 / float64 tensors `rodrigues_chain_host` (host.py: the same written-out maths in NumPy,
+whose per-call cost is about half of torch's), else `rodrigues_chain_cpu` (cpu.py: planar layout,
+backward written out, the path `SPIN_FAST_COMPILE=1` compiles); their oracle is `rodrigues_chain_torch`,
+the references' composition. Every Triton path has hand-written backward kernels.
 """
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ from typing import Sequence
 
 import torch
 
-from .._dispatch import use_triton
+from .._dispatch import compile_setting, use_triton
 from .cpu import rodrigues_chain_cpu
+from .host import rodrigues_chain_host, shaped_rodrigues_chain_host
 from .reference import kinematic_chain_torch, rodrigues_torch
 
 __all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_chain", "rodrigues_chain_cpu",
-           "rodrigues_chain_torch", "rodrigues_torch"]
+           "rodrigues_chain_host", "rodrigues_chain_torch", "rodrigues_torch", "shaped_rodrigues_chain_host",
+           "use_host"]
+
+
+def use_host(*tensors: torch.Tensor) -> bool:
+    """True where the torch side of an op runs its NumPy path (host.py): float32 / float64 CPU tensors,
+    neither Triton (`SPIN_FAST_BACKEND`) nor `SPIN_FAST_COMPILE=1` asked for."""
+    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
+            and not use_triton(*tensors) and not compile_setting())
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -73,4 +83,6 @@ def rodrigues_chain(
         from .function import rodrigues_chain_triton
 
         return rodrigues_chain_triton(axis_angle, rest_joints, parents)
+    if use_host(axis_angle):
+        return rodrigues_chain_host(axis_angle, rest_joints, parents, need_transforms)
     return rodrigues_chain_cpu(axis_angle, rest_joints, parents, need_transforms)

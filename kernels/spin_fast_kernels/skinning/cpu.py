@@ -10,15 +10,16 @@ Backward from g = dL/dvertices:
     dL/dT_v[c, k] = g_c v_posed_k (dL/dT_v[c, 3] = g_c),   dL/dA = W^T dL/dT_v       (one product)
     dL/dv_posed_k = sum_c T_v[c, k] g_c,                   dL/dx = dL/dv_posed dirs^T (one product)
 The vertices come back as a (B, V, 3) view of a coordinate-major (3, B, V) tensor: every product and
-multiply-add above then runs over contiguous rows of V, with no per-vertex 3 x 4 products.
+multiply-add above then runs over contiguous rows of V, with no per-vertex 3 x 4 products. T_v is built a
+block of CHUNK bodies at a time (in cache); the backward reuses the forward's T_v where it is small and
+recomputes it a block at a time where it is not. Always eager: through torch.compile (the whole batch
+at once) this was slower, measured at B = 64 and 512 (benches/RESULTS.md).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
-
-from .._dispatch import compile_setting, compiled
 
 
 class SkinningBasis(NamedTuple):
@@ -37,68 +38,48 @@ def skinning_basis(v_template: torch.Tensor, shapedirs: torch.Tensor, posedirs: 
                          lbs_weights.t().contiguous())
 
 
-def _forward(betas, pose_feature, transforms, v_template, dirs, weights_t):
-    """vertices (B, V, 3) and the saved tensors (v_posed (B, 3, V), T_v (3, 4, B, V))."""
-    B, V = betas.shape[0], weights_t.shape[1]
-    x = torch.cat([betas, pose_feature], 1)
-    vp = torch.addmm(v_template, x, dirs).view(B, 3, V)
-    A = transforms.permute(1, 2, 3, 0).reshape(weights_t.shape[0], 12 * B)  # planar (24, 12 B)
-    Tv = torch.mm(A.t(), weights_t).view(3, 4, B, V)
-    out = torch.addcmul(Tv[:, 3], Tv[:, 0], vp[:, 0]).addcmul_(Tv[:, 1], vp[:, 1]).addcmul_(Tv[:, 2], vp[:, 2])
-    return out.permute(1, 2, 0), vp, Tv
-
-
-def _backward(g, vp, Tv, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
-    """(dL/dbetas, dL/dpose_feature, dL/dtransforms), None where not needed."""
-    B, _, V = vp.shape
-    gp = g.permute(2, 0, 1)  # (3, B, V)
-    g_betas = g_pose = g_transforms = None
-    if need_transforms:
-        gTv = torch.cat([gp[:, None] * vp.transpose(0, 1)[None], gp[:, None]], 1)  # (3, 4, B, V)
-        gA = torch.mm(weights_t, gTv.view(12 * B, V).t())  # (24, 12 B) planar
-        g_transforms = gA.view(-1, 3, 4, B).permute(3, 0, 1, 2)
-    if need_x:
-        gv = torch.mul(Tv[0, :3], gp[0]).addcmul_(Tv[1, :3], gp[1]).addcmul_(Tv[2, :3], gp[2])  # (3, B, V)
-        gx = torch.mm(gv.transpose(0, 1).reshape(B, 3 * V), dirs.t())
-        g_betas, g_pose = gx[:, :num_betas], gx[:, num_betas:]
-    return g_betas, g_pose, g_transforms
-
-
 CHUNK = 8  # bodies a block in eager mode: a block's T_v (8 x 12 x V floats, ~2.6 MB) stays in cache
+KEEP_TV_BYTES = 32 << 20  # up to this size the forward keeps every block's T_v for the backward
 
 
 def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t):
     """`_forward` (eager) with T_v built and used a block of CHUNK bodies at a time, never whole: at large B
     the whole (3, 4, B, V) tensor is memory-bound (1.35 GB at B = 4096). Vertices (B, V, 3) are a view
-    of (B, 3, V); saved: v_posed (B, 3, V) and the transforms as (B, 12, 24)."""
+    of (B, 3, V); saved: v_posed (B, 3, V), the transforms as (B, 12, 24), and T_v (B, 3, 4, V) where it
+    is at most KEEP_TV_BYTES (else None: the backward recomputes it a block at a time)."""
     B, V = betas.shape[0], weights_t.shape[1]
     vp = torch.addmm(v_template, torch.cat([betas, pose_feature], 1), dirs).view(B, 3, V)
     A = transforms.reshape(B, -1, 12).transpose(1, 2)  # (B, 12, 24)
     out = vp.new_empty(B, 3, V)
+    keep = vp.new_empty(B, 3, 4, V) if B * 12 * V * vp.element_size() <= KEEP_TV_BYTES else None
     for b0 in range(0, B, CHUNK):
         b1 = min(B, b0 + CHUNK)
-        Tv = torch.matmul(A[b0:b1], weights_t).view(b1 - b0, 3, 4, V)
+        Tv = torch.matmul(A[b0:b1], weights_t, out=None if keep is None else keep[b0:b1].view(b1 - b0, 12, V))
+        Tv = Tv.view(b1 - b0, 3, 4, V)
         v = vp[b0:b1]
         torch.addcmul(Tv[:, :, 3], Tv[:, :, 0], v[:, 0:1], out=out[b0:b1])
         out[b0:b1].addcmul_(Tv[:, :, 1], v[:, 1:2]).addcmul_(Tv[:, :, 2], v[:, 2:3])
-    return out.transpose(1, 2), vp, A
+    return out.transpose(1, 2), vp, A, keep
 
 
-def _backward_chunked(g, vp, A, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
-    """`_backward` a block of CHUNK bodies at a time, T_v recomputed per block (a product with 24 terms)."""
+def _backward_chunked(g, vp, A, kept, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
+    """`_backward` a block of CHUNK bodies at a time, T_v taken from the forward (kept) or recomputed per
+    block (a product with 24 terms)."""
     B, _, V = vp.shape
     gp = g.transpose(1, 2)  # (B, 3, V)
     gv = vp.new_empty(B, 3, V) if need_x else None
     gA = A.new_empty(B, 24, 12) if need_transforms else None
+    gTv = vp.new_empty(min(B, CHUNK), 3, 4, V) if need_transforms else None
     for b0 in range(0, B, CHUNK):
         b1 = min(B, b0 + CHUNK)
         n = b1 - b0
         gc = gp[b0:b1]
-        if need_transforms:
-            gTv = torch.cat([gc[:, :, None] * vp[b0:b1, None], gc[:, :, None]], 2)  # (n, 3, 4, V)
-            torch.matmul(weights_t, gTv.view(n, 12, V).transpose(1, 2), out=gA[b0:b1])
+        if need_transforms:  # dL/dT_v = [g v_posed^T | g] (n, 3, 4, V)
+            torch.mul(gc[:, :, None], vp[b0:b1, None], out=gTv[:n, :, :3])
+            gTv[:n, :, 3] = gc
+            torch.matmul(weights_t, gTv[:n].view(n, 12, V).transpose(1, 2), out=gA[b0:b1])
         if need_x:
-            Tv = torch.matmul(A[b0:b1], weights_t).view(n, 3, 4, V)
+            Tv = kept[b0:b1] if kept is not None else torch.matmul(A[b0:b1], weights_t).view(n, 3, 4, V)
             torch.mul(Tv[:, 0, :3], gc[:, 0:1], out=gv[b0:b1])
             gv[b0:b1].addcmul_(Tv[:, 1, :3], gc[:, 1:2]).addcmul_(Tv[:, 2, :3], gc[:, 2:3])
     g_betas = g_pose = g_transforms = None
@@ -113,12 +94,8 @@ def _backward_chunked(g, vp, A, dirs, weights_t, num_betas: int, need_x: bool, n
 class _Skinning(torch.autograd.Function):
     @staticmethod
     def forward(ctx, betas, pose_feature, transforms, v_template, dirs, weights_t):
-        ctx.whole = compile_setting()  # compiled: the whole-batch form (a loop of blocks would unroll)
-        if ctx.whole:
-            out, vp, Tv = compiled(_forward)(betas, pose_feature, transforms, v_template, dirs, weights_t)
-        else:
-            out, vp, Tv = _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t)
-        ctx.save_for_backward(vp, Tv, dirs, weights_t)
+        out, vp, A, kept = _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t)
+        ctx.save_for_backward(vp, A, kept, dirs, weights_t)
         ctx.num_betas = betas.shape[1]
         return out
 
@@ -126,8 +103,7 @@ class _Skinning(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         need = ctx.needs_input_grad
-        backward = compiled(_backward) if ctx.whole else _backward_chunked
-        grads = backward(g, *ctx.saved_tensors, ctx.num_betas, need[0] or need[1], need[2])
+        grads = _backward_chunked(g, *ctx.saved_tensors, ctx.num_betas, need[0] or need[1], need[2])
         return (*grads, None, None, None)
 
 
