@@ -7,7 +7,10 @@ reference mean / row mean (> 1: ours is faster). With `--anchor NAME` the rows w
 inside [...] where there is one) starts with NAME are ours and every other row is a peer to compare
 with them: ratio = peer mean / ours mean (> 1: ours is faster), e.g. `--anchor spin_fast` for
 benches/test_bench_body_peers.py. With --markdown it
-prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date).
+prints the table rows of benches/RESULTS.md (op, batch, reference, ours, ratio, device, date). With
+`--wide --anchor NAME` (the peers bench, whose rows record task, passes, batch and impl in extra_info)
+it prints one markdown row per task, passes and batch, one column per implementation: median ms and,
+in brackets, its median over NAME's (> 1: NAME is faster), then the fastest other one over NAME.
 Save a run with `python -m pytest benches --benchmark-only --benchmark-json=benches/results/NAME.json`.
 """
 from __future__ import annotations
@@ -79,12 +82,52 @@ def rows(path: Path, anchor: str | None = None):
                 yield group, ref["name"], b["name"], r, o, r / o, device, date
 
 
+def _ms(seconds: float) -> str:
+    ms = 1e3 * seconds
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def wide_table(path: Path, anchor: str) -> list[str]:
+    """Markdown lines: a row per (task, passes, batch), a column per implementation (median ms and its
+    ratio over `anchor`'s), and the fastest non-anchor implementation over `anchor`."""
+    cells: dict = defaultdict(dict)
+    impls: list[str] = []
+    for b in json.loads(path.read_text())["benchmarks"]:
+        info = b.get("extra_info", {})
+        if not {"task", "passes", "batch", "impl"} <= set(info):
+            continue
+        cells[(info["task"], info["passes"], int(info["batch"]))][info["impl"]] = b["stats"]["median"]
+        if info["impl"] not in impls:
+            impls.append(info["impl"])
+    others = [i for i in impls if not is_anchor(i, anchor)]
+    lines = ["| task | B | " + " | ".join(impls) + " | fastest other / " + anchor + " |",
+             "|---|---|" + "---|" * (len(impls) + 1)]
+    for (task, passes_, batch), row in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] != "fwd", kv[0][2])):
+        ours = row.get(anchor)
+        out = []
+        for impl in impls:
+            t = row.get(impl)
+            out.append("-" if t is None else _ms(t) if impl == anchor or ours is None else f"{_ms(t)} ({t / ours:.2f}x)")
+        best = min((row[i], i) for i in others if i in row) if any(i in row for i in others) else None
+        tail = "-" if best is None or ours is None else f"{best[0] / ours:.2f}x ({best[1]})"
+        label = f"{task} {'forward' if passes_ == 'fwd' else 'forward + backward'}"
+        lines.append(f"| {label} | {batch} | " + " | ".join(out) + f" | {tail} |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--anchor", help="rows whose name starts with this are ours, every other row a peer")
+    ap.add_argument("--wide", action="store_true", help="with --anchor: the peers table, a column per implementation")
     args = ap.parse_args(argv)
+    if args.wide:
+        if args.anchor is None:
+            ap.error("--wide needs --anchor")
+        for f in args.files:
+            print("\n".join(wide_table(f, args.anchor)))
+        return 0
     if args.markdown:
         print("| group | reference | ours | reference ms | ours ms | ratio | device | date |")
         print("|---|---|---|---|---|---|---|---|")

@@ -139,3 +139,25 @@ def test_deadline_plugin_skips_what_would_start_late(tmp_path):
     assert "2 skipped" in late.stdout and "time budget spent" in late.stdout, late.stdout
     early = subprocess.run(base + ["--deadline", "4102444800"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert "2 passed" in early.stdout, early.stdout
+
+
+def test_ratio_wide_table_puts_every_implementation_in_a_column(tmp_path, capsys):
+    """--wide --anchor spin_fast: a row per task, passes and batch; medians; ratios over spin_fast's; the
+    fastest other implementation over spin_fast's."""
+    ratio = _load("ratio")
+
+    def row(impl, passes, task, B, median):
+        return {"name": f"test_body_peers[{impl}_{passes}-{task}-B{B}]", "group": f"peers-{task}-B{B}",
+                "stats": {"mean": 2 * median, "median": median},
+                "extra_info": {"impl": impl, "passes": passes, "task": task, "batch": B}}
+
+    p = _write(tmp_path, {"gpu": None}, [
+        row("spin_fast", "fwd", "mesh", 64, 0.020), row("smplx", "fwd", "mesh", 64, 0.030),
+        row("body_models_compiled", "fwd", "mesh", 64, 0.025),
+        row("spin_fast", "fwd_bwd", "joints24", 512, 0.004), row("smplx", "fwd_bwd", "joints24", 512, 2.0),
+    ])
+    assert ratio.main([str(p), "--wide", "--anchor", "spin_fast"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| task | B | spin_fast | smplx | body_models_compiled | fastest other / spin_fast |"
+    assert lines[2] == "| joints24 forward + backward | 512 | 4 | 2000 (500.00x) | - | 500.00x (smplx) |"
+    assert lines[3] == "| mesh forward | 64 | 20 | 30 (1.50x) | 25 (1.25x) | 1.25x (body_models_compiled) |"
