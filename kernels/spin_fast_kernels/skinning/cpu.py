@@ -42,16 +42,17 @@ CHUNK = 8  # bodies a block in eager mode: a block's T_v (8 x 12 x V floats, ~2.
 KEEP_TV_BYTES = 32 << 20  # up to this size the forward keeps every block's T_v for the backward
 
 
-def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t):
+def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t, for_backward: bool = True):
     """`_forward` (eager) with T_v built and used a block of CHUNK bodies at a time, never whole: at large B
     the whole (3, 4, B, V) tensor is memory-bound (1.35 GB at B = 4096). Vertices (B, V, 3) are a view
-    of (B, 3, V); saved: v_posed (B, 3, V), the transforms as (B, 12, 24), and T_v (B, 3, 4, V) where it
-    is at most KEEP_TV_BYTES (else None: the backward recomputes it a block at a time)."""
+    of (B, 3, V); saved: v_posed (B, 3, V), the transforms as (B, 12, 24), and T_v (B, 3, 4, V) where a
+    backward will follow and it is at most KEEP_TV_BYTES (else None: a backward recomputes it a block at
+    a time)."""
     B, V = betas.shape[0], weights_t.shape[1]
     vp = torch.addmm(v_template, torch.cat([betas, pose_feature], 1), dirs).view(B, 3, V)
     A = transforms.reshape(B, -1, 12).transpose(1, 2)  # (B, 12, 24)
     out = vp.new_empty(B, 3, V)
-    keep = vp.new_empty(B, 3, 4, V) if B * 12 * V * vp.element_size() <= KEEP_TV_BYTES else None
+    keep = vp.new_empty(B, 3, 4, V) if for_backward and B * 12 * V * vp.element_size() <= KEEP_TV_BYTES else None
     for b0 in range(0, B, CHUNK):
         b1 = min(B, b0 + CHUNK)
         Tv = torch.matmul(A[b0:b1], weights_t, out=None if keep is None else keep[b0:b1].view(b1 - b0, 12, V))
@@ -94,7 +95,8 @@ def _backward_chunked(g, vp, A, kept, dirs, weights_t, num_betas: int, need_x: b
 class _Skinning(torch.autograd.Function):
     @staticmethod
     def forward(ctx, betas, pose_feature, transforms, v_template, dirs, weights_t):
-        out, vp, A, kept = _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t)
+        out, vp, A, kept = _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t,
+                                            any(ctx.needs_input_grad[:3]))
         ctx.save_for_backward(vp, A, kept, dirs, weights_t)
         ctx.num_betas = betas.shape[1]
         return out
