@@ -11,8 +11,8 @@ and dtypes and for `SPIN_FAST_COMPILE=1` (torch.compile needs torch code), and w
 path's oracle. In float32 the backward takes W^-T = W (the rotations are orthonormal to ~1e-8, below
 float32's rounding); float64 divides the cofactors by the determinant as cpu.py does.
 
-Layout: axis-angle v (n, 3, B), rotations (n, 3, 3, B), G = [W | t] (n, 3, 4, B), batch last; a 3 x 3
-product is three multiply-adds of contiguous (.., B) rows. Only float32 and float64 come here.
+Layout: axis-angle v (n, 3, B), rotations (n, 3, 3, B), G = [W | t] (n, 3, 4, B), batch last, as in
+cpu.py; a 3 x 3 product is one einsum over contiguous (.., B) rows. Only float32 and float64 come here.
 """
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from .cpu import chain_plan
+
 
 class HostPlan(NamedTuple):
-    """A tree's constants (built once per parents and dtype)."""
+    """A tree's constants: cpu.py's `ChainPlan` as NumPy arrays (built once per parents and dtype)."""
 
     levels: tuple  # per depth >= 1: (children, parents), each a slice where it can be, else an index array
     parent_index: np.ndarray  # (n,) parent of each joint, n (an identity slot) for the root
@@ -32,43 +34,19 @@ class HostPlan(NamedTuple):
     rows: tuple  # index arrays: the rows (or columns) of a 3 x 3 shifted by 1 and by 2
 
 
-def _block(idx: list):
-    """Joint indices as a slice (consecutive, or one joint repeated: broadcast), else an index array."""
-    if len(set(idx)) == 1:
-        return slice(idx[0], idx[0] + 1)
-    if idx == list(range(idx[0], idx[0] + len(idx))):
-        return slice(idx[0], idx[0] + len(idx))
-    return np.asarray(idx, dtype=np.intp)
-
-
 _PLANS: dict = {}
 
 
-def host_plan(parents: Sequence[int], dtype: np.dtype) -> HostPlan:
-    """The plan of `parents` (parents[i] < i, parents[0] ignored), cached."""
-    key = (tuple(int(p) for p in parents), np.dtype(dtype))
+def host_plan(parents: Sequence[int], dtype: torch.dtype) -> HostPlan:
+    """The plan of `parents` (parents[i] < i, parents[0] ignored) for float32 / float64, cached."""
+    key = (tuple(int(p) for p in parents), dtype)
     plan = _PLANS.get(key)
-    if plan is not None:
-        return plan
-    n = len(parents)
-    par = [-1] + list(key[0][1:])
-    depth = [0] * n
-    for i in range(1, n):
-        depth[i] = depth[par[i]] + 1
-    levels = []
-    for d in range(1, max(depth, default=0) + 1):
-        ch = [i for i in range(n) if depth[i] == d]
-        levels.append((_block(ch) if len(ch) > 1 else slice(ch[0], ch[0] + 1), _block([par[i] for i in ch])))
-    subtree = np.eye(n)
-    for i in range(n - 1, 0, -1):  # children come after parents: row i already holds subtree(i)
-        subtree[par[i]] += subtree[i]
-    rel = np.eye(n)
-    for i in range(1, n):
-        rel[i, par[i]] -= 1.0
-    parent_index = np.asarray([n] + par[1:], dtype=np.intp)
-    rows = (np.asarray([1, 2, 0], dtype=np.intp), np.asarray([2, 0, 1], dtype=np.intp))
-    plan = HostPlan(tuple(levels), parent_index, subtree.astype(dtype), rel.astype(dtype), rows)
-    _PLANS[key] = plan
+    if plan is None:
+        c = chain_plan(key[0], dtype, torch.device("cpu"))
+        block = lambda b: b if isinstance(b, slice) else b.numpy().astype(np.intp)  # noqa: E731
+        rows = (np.asarray([1, 2, 0], dtype=np.intp), np.asarray([2, 0, 1], dtype=np.intp))
+        plan = _PLANS[key] = HostPlan(tuple((block(ch), block(par)) for ch, par in c.levels),
+                                      c.parent_index.numpy().astype(np.intp), c.subtree.numpy(), c.rel.numpy(), rows)
     return plan
 
 
@@ -260,7 +238,7 @@ class _HostShapedChain(torch.autograd.Function):
 def _plan_for(t: torch.Tensor, parents: Sequence[int], op: str) -> HostPlan:
     if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{op}: CPU float32 / float64 tensors only, got {t.dtype} on {t.device}")
-    return host_plan(parents, np.float32 if t.dtype == torch.float32 else np.float64)
+    return host_plan(parents, t.dtype)
 
 
 def rodrigues_chain_host(
