@@ -59,6 +59,10 @@ MANIFEST = "SYNTHETIC_DATASETS.json"
 # data/static_fits), so the stand-in's are `spin_fast.fit --init mean --preset spin` at that recipe's
 # iterations, on the keypoints each training set holds (visible ones only, as a real annotation).
 STATIC_FIT_PRESET = "spin"
+# ... under this many torch threads whatever the process's own count: a reduction split over another
+# number of threads rounds differently, and the last-bit differences in the fits grow into different
+# training runs. Two: the fits a 2-core machine's default has always written.
+STATIC_FIT_THREADS = 2
 PER_DATASET = 32
 # The keypoint test splits (ground truth = 3D joints, no SMPL in the file), smaller than the others:
 # Human3.6M: per_dataset // 8 frames (at least 1), each seen by the 4 cameras (protocol 1; protocol 2 =
@@ -407,10 +411,8 @@ def write_static_fits_by_smplify(paths: AssetPaths, names, model_paths: AssetPat
     (`spin_fast.fit.run.fit_dataset`, init 'mean', the recipe of STATIC_FIT_PRESET: the fallback to the
     mean parameters for samples it cannot fit included) into its static fits file, and record the fits'
     quality in the manifest (merged with what it holds). model_paths: where the body model, GMM and mean
-    parameters are (default: paths). Returns the manifest."""
-    from spin_fast.data.batch import Sources
-    from spin_fast.fit.run import FitConfig, fit_dataset, fit_recipe
-
+    parameters are (default: paths). The fits are computed under STATIC_FIT_THREADS torch threads, so
+    every machine writes the same files. Returns the manifest."""
     model_paths = paths if model_paths is None else model_paths
     manifest_path = paths.root / MANIFEST
     manifest = {}
@@ -419,26 +421,39 @@ def write_static_fits_by_smplify(paths: AssetPaths, names, model_paths: AssetPat
 
         manifest = json.loads(manifest_path.read_text())
     quality = manifest.setdefault("static_fits", {})
-    for name in names:
-        spec = DATASETS[name]
-        cfg = FitConfig(name, STATIC_FIT_PRESET, init="mean")
-        rec = fit_recipe(cfg)
-        result = fit_dataset(Sources.from_registry(paths, [name]), model_paths, cfg, paths.static_fits(spec.fits),
-                             overwrite=True, progress=True)
-        r = result.report
-        entry = {"samples": r["num_samples"], "init": "mean", "preset": STATIC_FIT_PRESET,
-                 "iterations": [rec.stage1_iters, rec.stage2_iters], "valid_fraction": r["valid_fraction"],
-                 "reprojection_px": r["mean_reprojection_px"], "fit_seconds": round(r["fit_seconds"], 2)}
-        if "has_smpl" in r:
-            entry.update(with_smpl=r["has_smpl"]["count"], mpjpe_to_truth_mm=r["has_smpl"]["mpjpe"],
-                         pa_mpjpe_to_truth_mm=r["has_smpl"]["pa_mpjpe"])
-        quality[name] = entry
+    threads = torch.get_num_threads()
+    torch.set_num_threads(STATIC_FIT_THREADS)
+    try:
+        for name in names:
+            quality[name] = _static_fit(paths, name, model_paths)
+    finally:
+        torch.set_num_threads(threads)
     manifest.update(format=FORMAT_VERSION, scale=int(scale), seed=int(seed), per_dataset=n,
                     units={"reprojection_px": "crop pixels (224), mean over the visible keypoints",
                            "mpjpe_to_truth_mm": "mm, 14 LSP joints, neutral model, pelvis-aligned",
                            "pa_mpjpe_to_truth_mm": "mm, 14 LSP joints, neutral model, Procrustes-aligned"})
     atomic_write_json(manifest, manifest_path)
     return manifest
+
+
+def _static_fit(paths: AssetPaths, name: str, model_paths: AssetPaths) -> dict:
+    """Fit one training set into its static fits file; its manifest entry."""
+    from spin_fast.data.batch import Sources
+    from spin_fast.fit.run import FitConfig, fit_dataset, fit_recipe
+
+    spec = DATASETS[name]
+    cfg = FitConfig(name, STATIC_FIT_PRESET, init="mean")
+    rec = fit_recipe(cfg)
+    result = fit_dataset(Sources.from_registry(paths, [name]), model_paths, cfg, paths.static_fits(spec.fits),
+                         overwrite=True, progress=True)
+    r = result.report
+    entry = {"samples": r["num_samples"], "init": "mean", "preset": STATIC_FIT_PRESET,
+             "iterations": [rec.stage1_iters, rec.stage2_iters], "valid_fraction": r["valid_fraction"],
+             "reprojection_px": r["mean_reprojection_px"], "fit_seconds": round(r["fit_seconds"], 2)}
+    if "has_smpl" in r:
+        entry.update(with_smpl=r["has_smpl"]["count"], mpjpe_to_truth_mm=r["has_smpl"]["mpjpe"],
+                     pa_mpjpe_to_truth_mm=r["has_smpl"]["pa_mpjpe"])
+    return entry
 
 
 def _present(paths: AssetPaths, names) -> set[str]:
