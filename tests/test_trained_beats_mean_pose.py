@@ -1,24 +1,27 @@
 """A model trained on the synthetic stand-in beats the mean pose on the synthetic 3DPW split in MPJPE,
 PA-MPJPE and PVE, through the user-facing commands: `spin_fast.train` with no data root (the demo's
-settings: ResNet-18 at a 64-pixel input, batch 32, lr 3e-4, no rotation augmentation, SMPLify 10 + 10
-in the loop), cut to STEPS steps, then `spin_fast.evaluate`, whose report scores the mean pose on the
-same samples. On the session's stand-in (the files the synthetic default writes, rendered once for the
-whole test run; its static fits are SMPLify's).
+settings: ResNet-18 at a 64-pixel input, batch 32, lr 3e-4, no rotation augmentation) for STEPS steps,
+then `spin_fast.evaluate`, whose report scores the mean pose on the same samples. On the session's
+stand-in (the files the synthetic default writes, rendered once for the whole test run; its static fits
+are SMPLify's, the same bytes under any thread count).
 
-Two threads, set here, so the run's own rounding does not depend on the runner. MPJPE and PVE (the
-orientation and size of the body) beat the mean pose by 40-60 mm after these steps. PA-MPJPE (the
-articulation left after a Procrustes alignment) is still at the mean pose's level after 100 steps and
-swings by tens of mm between runs that differ only in rounding: 158.23 against 160.36 mm in a run
-with -n 0, 178.06 in a run of the parallel suite (the same code and seeds). So the
-test asserts MPJPE and PVE and reports PA-MPJPE as an expected failure (xfail, with all three numbers)
-when it does not beat the mean pose; the 800-step demo beats it in all three (README).
+A short run of the demo's own settings leaves PA-MPJPE (the articulation left after a Procrustes
+alignment) at the mean pose's level, swinging by tens of mm with rounding alone; so the run here changes
+what decides it (OVERRIDES): the SMPL pose loss at 30 instead of 3 (the network learns the articulation
+from the static fits sooner), lr 0.1x after 50 of the 80 steps (the last steps settle instead of
+swinging), SMPLify 5 + 5 in the loop (its fits replace no static fit this early). Measured with seeds
+0-3: PA-MPJPE 146.7-150.1 mm against the mean pose's 160.36 (10-14 mm below), MPJPE 268-283 against
+340.86, PVE 248-261 against 309.68; under 50 s on 2 cores, the stand-in's rendering included.
+Two threads, set here, so the run's own rounding does not depend on the runner.
 """
 import json
 
 import pytest
 import torch
 
-STEPS = 100
+STEPS = 80
+OVERRIDES = ["--loss.pose", "30", "--optim.samples_per_epoch", str(50 * 32), "--optim.lr_decay", "0.1",
+             "--smplify.stage1_iters", "5", "--smplify.stage2_iters", "5"]
 
 
 @pytest.mark.slow
@@ -38,7 +41,7 @@ def test_trained_model_beats_mean_pose_on_synthetic_3dpw(synthetic_data, tmp_pat
     try:
         work = tmp_path / "run"
         assert train(["--work-dir", str(work), "--max-steps", str(STEPS), "--ckpt_every", str(STEPS),
-                      "--image_every", "0"]) == 0
+                      "--image_every", "0", *OVERRIDES]) == 0
         evaluate(["--checkpoint", str(work / "checkpoints" / "latest.pth"), "--out", str(tmp_path / "eval.json")])
     finally:
         torch.set_num_threads(threads)
@@ -49,5 +52,4 @@ def test_trained_model_beats_mean_pose_on_synthetic_3dpw(synthetic_data, tmp_pat
                f"{trained['pa_mpjpe']:.2f} / {mean['pa_mpjpe']:.2f} mm, PVE {trained['pve']:.2f} / {mean['pve']:.2f} mm")
     print(numbers)  # shown with pytest -s
     assert trained["mpjpe"] < mean["mpjpe"] and trained["pve"] < mean["pve"], numbers
-    if trained["pa_mpjpe"] >= mean["pa_mpjpe"]:
-        pytest.xfail(f"PA-MPJPE not yet below the mean pose's after {STEPS} steps; {numbers}")
+    assert trained["pa_mpjpe"] < mean["pa_mpjpe"], numbers
