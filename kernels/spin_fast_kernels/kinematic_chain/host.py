@@ -4,8 +4,8 @@ The same planar maths as cpu.py (its header derives the forward and the written-
 NumPy views of the tensors' memory. Why NumPy: at SMPL's sizes the op is a few hundred tiny
 element-wise steps, so its time is per-call cost. A NumPy call costs about half of a torch call and a
 slice or reshape a tenth (no autograd or dispatcher bookkeeping), while the arithmetic runs the same
-vectorised loops: on one thread this op is 2.3x / 1.5x / 1.1x faster than cpu.py's torch code forward,
-1.6x / 1.4x / 1.3x forward + backward, at 64 / 512 / 4096 bodies. The few matrix products go through
+vectorised loops: on one thread this op is about 2.3x / 1.5x / 1.1x faster than cpu.py's torch code
+forward and 1.4-1.9x forward + backward at 64 / 512 / 4096 bodies (benches/RESULTS.md). The few matrix products go through
 torch (its thread pool; NumPy's BLAS would start a second one). cpu.py stays the path for other devices
 and dtypes and for `SPIN_FAST_COMPILE=1` (torch.compile needs torch code), and with reference.py this
 path's oracle. In float32 the backward takes W^-T = W (the rotations are orthonormal to ~1e-8, below
