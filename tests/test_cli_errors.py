@@ -298,9 +298,16 @@ def test_demo_writes_over_nothing(data_root, weights, tmp_path):  # noqa: F811
 
 
 # --- Ctrl-C -------------------------------------------------------------------------------------------------
+def _as_from_a_shell() -> None:
+    """In the child before it starts: Ctrl-C's signal neither ignored nor blocked, as a shell starts a
+    command (a test process may have inherited either from the library code of earlier tests)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def _interrupt(args, ready) -> subprocess.CompletedProcess:
     run = subprocess.Popen([sys.executable, "-m", *map(str, args)], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_shell)
     try:
         assert _wait(ready, run, timeout=300, poll=0.05), run.communicate()
         run.send_signal(signal.SIGINT)  # Ctrl-C reaches the command (not its loader workers, as in a terminal too)
@@ -313,7 +320,8 @@ def _interrupt(args, ready) -> subprocess.CompletedProcess:
 
 
 def _continue(p: subprocess.CompletedProcess, cmd: str) -> list[str]:
-    assert p.returncode == 130 and "Traceback" not in p.stderr, (p.returncode, p.stderr)
+    here = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    assert p.returncode == 130 and "Traceback" not in p.stderr, (p.returncode, p.stderr[-2000:], here)
     line = p.stderr.strip().splitlines()[-1]
     assert line.startswith(f"spin_fast.{cmd}: interrupted at "), line
     how = shlex.split(line.split("; continue with: ")[1])

@@ -103,8 +103,9 @@ HOST_SYNC_CALLS = {"item", "tolist", "__bool__", "__int__", "__float__", "nonzer
                    "unique", "cpu", "numpy", "new_tensor", "repeat_interleave", "solve", "inv", "cholesky"}
 # deliberate, CPU-only branches (`if device.type == "cpu"`): range checks that would sync on a GPU
 CPU_ONLY = {("fits.py", "_rows"), ("function.py", "check_joints_only_args")}
-# the fused SMPLify's torch fit: on CUDA tensors the op runs its Triton kernels instead (the cuda row)
-CPU_ONLY_FILES = ("spin_fast_kernels/smplify/reference.py",)
+# the fused SMPLify's torch fit and the body model's NumPy chain: on CUDA tensors the ops run their Triton
+# kernels instead (the cuda row)
+CPU_ONLY_FILES = ("spin_fast_kernels/smplify/reference.py", "spin_fast_kernels/kinematic_chain/host.py")
 
 
 class HostSyncAudit(torch.overrides.TorchFunctionMode):
