@@ -10,8 +10,8 @@ alignment) at the mean pose's level, swinging by tens of mm with rounding alone;
 what decides it (OVERRIDES): the SMPL pose loss at 30 instead of 3 (the network learns the articulation
 from the static fits sooner), lr 0.1x after 50 of the 80 steps (the last steps settle instead of
 swinging), SMPLify 5 + 5 in the loop (its fits replace no static fit this early). Measured with seeds
-0-3: PA-MPJPE 146.7-150.1 mm against the mean pose's 160.36 (10-14 mm below), MPJPE 268-283 against
-340.86, PVE 248-261 against 309.68; about 50 s on 2 cores, the session's stand-in (about 15 s) apart.
+0-3: PA-MPJPE 146.7-150.5 mm against the mean pose's 160.36 (9.8-13.7 mm below), MPJPE 268-283 against
+340.86, PVE 246-261 against 309.68; about 50 s on 2 cores, the session's stand-in (about 15 s) apart.
 Two threads, set here, so the run's own rounding does not depend on the runner.
 """
 import json
