@@ -216,19 +216,17 @@ class BodyModel(torch.nn.Module):
             rotmats, posed_joints, transforms = shaped_rodrigues_chain_host(
                 betas, global_orient.to(dtype), body_pose.to(dtype), self.J_template, self.J_shapedirs,
                 self.parents_list, need_transforms=skin)
-            pose_feature = None
-            if skin:
-                pose_feature = (rotmats[:, 1:] - torch.eye(3, dtype=dtype)).reshape(B, -1)  # (B, 207)
-            return betas, rotmats, pose_feature, posed_joints, transforms
-        rest = torch.addmm(self.J_template.view(1, -1), betas, self.J_shapedirs.view(-1, self.num_betas).t())
-        rest = rest.view(B, NUM_JOINTS, 3)  # J_template + J_shapedirs . betas
-        if axis_angle:
-            # axis-angle in: Rodrigues and the chain in one fused op (one launch each way on CUDA)
-            aa = torch.cat([global_orient.reshape(B, 1, 3), body_pose.reshape(B, nb, 3)], dim=1).to(dtype)
-            rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list, need_transforms=skin)
         else:
-            rotmats = self._rotmats(body_pose, global_orient, B)  # (B, 24, 3, 3)
-            posed_joints, transforms = kinematic_chain(rotmats, rest, self.parents_list)
+            rest = torch.addmm(self.J_template.view(1, -1), betas, self.J_shapedirs.view(-1, self.num_betas).t())
+            rest = rest.view(B, NUM_JOINTS, 3)  # J_template + J_shapedirs . betas
+            if axis_angle:
+                # axis-angle in: Rodrigues and the chain in one fused op (one launch each way on CUDA)
+                aa = torch.cat([global_orient.reshape(B, 1, 3), body_pose.reshape(B, nb, 3)], dim=1).to(dtype)
+                rotmats, posed_joints, transforms = rodrigues_chain(aa, rest, self.parents_list,
+                                                                    need_transforms=skin)
+            else:
+                rotmats = self._rotmats(body_pose, global_orient, B)  # (B, 24, 3, 3)
+                posed_joints, transforms = kinematic_chain(rotmats, rest, self.parents_list)
         pose_feature = None
         if skin:
             eye = torch.eye(3, dtype=dtype, device=rotmats.device)

@@ -5,11 +5,12 @@ NumPy views of the tensors' memory. Why NumPy: at SMPL's sizes the op is a few h
 element-wise steps, so its time is per-call cost. A NumPy call costs about half of a torch call and a
 slice or reshape a tenth (no autograd or dispatcher bookkeeping), while the arithmetic runs the same
 vectorised loops: on one thread this op is about 2.3x / 1.5x / 1.1x faster than cpu.py's torch code
-forward and 1.4-1.9x forward + backward at 64 / 512 / 4096 bodies (benches/RESULTS.md). The few matrix products go through
-torch (its thread pool; NumPy's BLAS would start a second one). cpu.py stays the path for other devices
-and dtypes and for `SPIN_FAST_COMPILE=1` (torch.compile needs torch code), and with reference.py this
-path's oracle. In float32 the backward takes W^-T = W (the rotations are orthonormal to ~1e-8, below
-float32's rounding); float64 divides the cofactors by the determinant as cpu.py does.
+forward and 1.4-1.9x forward + backward at 64 / 512 / 4096 bodies (benches/RESULTS.md). The few matrix
+products go through torch (its thread pool; NumPy's BLAS would start a second one). cpu.py stays the
+path for other devices and dtypes and for `SPIN_FAST_COMPILE=1` (torch.compile needs torch code), and
+with reference.py this path's oracle. In float32 the backward takes W^-T = W (the rotations are
+orthonormal to ~1e-8, below float32's rounding); float64 divides the cofactors by the determinant as
+cpu.py does.
 
 Layout: axis-angle v (n, 3, B), rotations (n, 3, 3, B), G = [W | t] (n, 3, 4, B), batch last, as in
 cpu.py; a 3 x 3 product is one einsum over contiguous (.., B) rows. Only float32 and float64 come here.
@@ -31,7 +32,6 @@ class HostPlan(NamedTuple):
     parent_index: np.ndarray  # (n,) parent of each joint, n (an identity slot) for the root
     subtree: np.ndarray  # (n, n) S[i, j] = 1 where j is in subtree(i) (i included)
     rel: np.ndarray  # (n, n) D: rel = D J (rel_i = J_i - J_parent, rel_0 = J_0)
-    rows: tuple  # index arrays: the rows (or columns) of a 3 x 3 shifted by 1 and by 2
 
 
 _PLANS: dict = {}
@@ -44,9 +44,8 @@ def host_plan(parents: Sequence[int], dtype: torch.dtype) -> HostPlan:
     if plan is None:
         c = chain_plan(key[0], dtype, torch.device("cpu"))
         block = lambda b: b if isinstance(b, slice) else b.numpy().astype(np.intp)  # noqa: E731
-        rows = (np.asarray([1, 2, 0], dtype=np.intp), np.asarray([2, 0, 1], dtype=np.intp))
         plan = _PLANS[key] = HostPlan(tuple((block(ch), block(par)) for ch, par in c.levels),
-                                      c.parent_index.numpy().astype(np.intp), c.subtree.numpy(), c.rel.numpy(), rows)
+                                      c.parent_index.numpy().astype(np.intp), c.subtree.numpy(), c.rel.numpy())
     return plan
 
 
@@ -65,9 +64,11 @@ def _mm3(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndar
 _SKEW_D = np.asarray([6, 5, 1, 2, 6, 3, 4, 0, 6], dtype=np.intp)
 # vee(G - G^T) = G[(2,1), (0,2), (1,0)] - G[(1,2), (2,0), (0,1)] of a flattened G
 _VEE_PLUS, _VEE_MINUS = np.asarray([7, 2, 3], dtype=np.intp), np.asarray([5, 6, 1], dtype=np.intp)
+# the rows (or columns) of a 3 x 3 shifted by 1 and by 2
+_SHIFT1, _SHIFT2 = np.asarray([1, 2, 0], dtype=np.intp), np.asarray([2, 0, 1], dtype=np.intp)
 
 
-def _rodrigues_fwd(v: np.ndarray, plan: "HostPlan"):
+def _rodrigues_fwd(v: np.ndarray):
     """v (n, 3, B) -> R (n, 3, 3, B) and what the vjp needs."""
     n, _, B = v.shape
     e = v + v.dtype.type(1e-8)
@@ -82,7 +83,7 @@ def _rodrigues_fwd(v: np.ndarray, plan: "HostPlan"):
     return R, (e, a, u, s, c, oc, uu)
 
 
-def _rodrigues_vjp(cache, G: np.ndarray, plan: "HostPlan") -> np.ndarray:
+def _rodrigues_vjp(cache, G: np.ndarray) -> np.ndarray:
     """dL/dv (n, 3, B) from G = dL/dR (n, 3, 3, B) (contiguous)."""
     e, a, u, s, c, oc, uu = cache
     n, B = G.shape[0], G.shape[-1]
@@ -112,13 +113,12 @@ def _chain_fwd(M: np.ndarray, plan: HostPlan) -> np.ndarray:
     return G
 
 
-def _inverse_transpose(W: np.ndarray, plan: HostPlan) -> np.ndarray:
+def _inverse_transpose(W: np.ndarray) -> np.ndarray:
     """W^-T = cofactor(W) / det(W) for planar W (n, 3, 3, B): row i of the cofactor matrix is the
     cross product of rows i + 1 and i + 2."""
-    one, two = plan.rows
-    A, C = W[:, one], W[:, two]  # rows shifted by 1 and by 2
-    cof = A[:, :, one] * C[:, :, two]
-    cof -= A[:, :, two] * C[:, :, one]
+    A, C = W[:, _SHIFT1], W[:, _SHIFT2]  # rows shifted by 1 and by 2
+    cof = A[:, :, _SHIFT1] * C[:, :, _SHIFT2]
+    cof -= A[:, :, _SHIFT2] * C[:, :, _SHIFT1]
     cof /= np.einsum("nib,nib->nb", W[:, 0], cof[:, 0])[:, None, None]  # det(W)
     return cof
 
@@ -141,9 +141,10 @@ def _chain_vjp(G, J, gt, gT, plan: HostPlan):
     Sg = sums[:, 9:]
     Q = sums[:, :9].reshape(n, 3, 3, B)
     Q -= np.einsum("nkb,nlb->nklb", Sg, t)
-    Wp = np.concatenate([W, np.broadcast_to(np.eye(3, dtype=W.dtype)[None, :, :, None], (1, 3, 3, B))])[plan.parent_index]
+    eye = np.broadcast_to(np.eye(3, dtype=W.dtype)[None, :, :, None], (1, 3, 3, B))  # the root's parent slot
+    Wp = np.concatenate([W, eye])[plan.parent_index]
     # W^-T: W itself to ~1e-8 (the rotations are orthonormal to the eps), below float32's rounding
-    Winv_t = _inverse_transpose(W, plan) if W.dtype == np.float64 else W
+    Winv_t = _inverse_transpose(W) if W.dtype == np.float64 else W
     gR = np.einsum("nkib,nkjb->nijb", Wp, _mm3(Q, Winv_t))  # W_p^T Q W^-T
     grel = np.einsum("nkib,nkb->nib", Wp, Sg)  # W_p^T Sg
     gJ = _mm(plan.rel.T, grel.reshape(n, 3 * B)).reshape(n, 3, B)
@@ -166,10 +167,10 @@ def _batch_major(a: np.ndarray) -> torch.Tensor:
 
 
 def _forward_planar(v: np.ndarray, J: np.ndarray, plan: HostPlan, need_transforms: bool):
-    """Planar v, J (n, 3, B) -> R (n, 3, 3, B), G (n, 3, 4, B), T (n, 3, 4, B) or None, and what the
-    backward needs."""
+    """Planar v, J (n, 3, B) -> the op's outputs (batch-major views: rotmats (B, n, 3, 3), posed joints
+    (B, n, 3), transforms (B, n, 3, 4) or None) and what the backward needs."""
     n, B = J.shape[0], J.shape[-1]
-    R, rcache = _rodrigues_fwd(v, plan)
+    R, rcache = _rodrigues_fwd(v)
     M = np.empty((n, 3, 4, B), dtype=v.dtype)
     M[:, :, :3] = R
     M[:, :, 3] = _mm(plan.rel, J.reshape(n, 3 * B)).reshape(n, 3, B)
@@ -178,7 +179,8 @@ def _forward_planar(v: np.ndarray, J: np.ndarray, plan: HostPlan, need_transform
     if need_transforms:
         T = G.copy()
         T[:, :, 3] -= np.einsum("nijb,njb->nib", G[:, :, :3], J)  # [W | t - W J]
-    return R, G, T, (G, J, rcache)
+        T = _batch_major(T)
+    return (_batch_major(R), _batch_major(np.ascontiguousarray(G[:, :, 3])), T), (G, J, rcache)
 
 
 def _backward_planar(saved: tuple, gR_out, gt, gT, plan: HostPlan):
@@ -190,15 +192,15 @@ def _backward_planar(saved: tuple, gR_out, gt, gT, plan: HostPlan):
         gR, gJ = _chain_vjp(G, J, gt, gT, plan)
     if gR_out is not None:
         gR += gR_out
-    return _rodrigues_vjp(rcache, gR, plan), gJ
+    return _rodrigues_vjp(rcache, gR), gJ
 
 
 class _HostRodriguesChain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, axis_angle, rest_joints, plan, need_transforms):
-        R, G, T, ctx.saved = _forward_planar(_planar(axis_angle), _planar(rest_joints), plan, need_transforms)
+        outputs, ctx.saved = _forward_planar(_planar(axis_angle), _planar(rest_joints), plan, need_transforms)
         ctx.plan = plan
-        return _batch_major(R), _batch_major(np.ascontiguousarray(G[:, :, 3])), None if T is None else _batch_major(T)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -219,9 +221,9 @@ class _HostShapedChain(torch.autograd.Function):
         v = np.empty((n, 3, B), dtype=J.dtype)
         v[0] = global_orient.detach().numpy().reshape(B, 3).T
         v[1:] = body_pose.detach().numpy().reshape(B, n - 1, 3).transpose(1, 2, 0)
-        R, G, T, ctx.saved = _forward_planar(v, J, plan, need_transforms)
+        outputs, ctx.saved = _forward_planar(v, J, plan, need_transforms)
         ctx.plan, ctx.dirs, ctx.shapes = plan, dirs, (global_orient.shape, body_pose.shape)
-        return _batch_major(R), _batch_major(np.ascontiguousarray(G[:, :, 3])), None if T is None else _batch_major(T)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable

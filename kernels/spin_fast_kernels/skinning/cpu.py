@@ -38,13 +38,13 @@ def skinning_basis(v_template: torch.Tensor, shapedirs: torch.Tensor, posedirs: 
                          lbs_weights.t().contiguous())
 
 
-CHUNK = 8  # bodies a block in eager mode: a block's T_v (8 x 12 x V floats, ~2.6 MB) stays in cache
+CHUNK = 8  # bodies a block: a block's T_v (8 x 12 x V floats, ~2.6 MB) stays in cache
 KEEP_TV_BYTES = 32 << 20  # up to this size the forward keeps every block's T_v for the backward
 
 
-def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t, for_backward: bool = True):
-    """`_forward` (eager) with T_v built and used a block of CHUNK bodies at a time, never whole: at large B
-    the whole (3, 4, B, V) tensor is memory-bound (1.35 GB at B = 4096). Vertices (B, V, 3) are a view
+def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_t, for_backward: bool):
+    """The forward (header's maths) with T_v built and used a block of CHUNK bodies at a time, never
+    whole: at large B the whole (3, 4, B, V) tensor is memory-bound (1.35 GB at B = 4096). Vertices (B, V, 3) are a view
     of (B, 3, V); saved: v_posed (B, 3, V), the transforms as (B, 12, 24), and T_v (B, 3, 4, V) where a
     backward will follow and it is at most KEEP_TV_BYTES (else None: a backward recomputes it a block at
     a time)."""
@@ -64,8 +64,9 @@ def _forward_chunked(betas, pose_feature, transforms, v_template, dirs, weights_
 
 
 def _backward_chunked(g, vp, A, kept, dirs, weights_t, num_betas: int, need_x: bool, need_transforms: bool):
-    """`_backward` a block of CHUNK bodies at a time, T_v taken from the forward (kept) or recomputed per
-    block (a product with 24 terms)."""
+    """(dL/dbetas, dL/dpose_feature, dL/dtransforms), None where not needed (header's maths), a block of
+    CHUNK bodies at a time, T_v taken from the forward (kept) or recomputed per block (a product with 24
+    terms)."""
     B, _, V = vp.shape
     gp = g.transpose(1, 2)  # (B, 3, V)
     gv = vp.new_empty(B, 3, V) if need_x else None
