@@ -56,8 +56,19 @@ def is_anchor(name: str, anchor: str) -> bool:
     return re.match(re.escape(anchor) + r"(?![A-Za-z0-9])", row) is not None
 
 
+def load(path: Path) -> dict:
+    """A pytest-benchmark JSON file; ValueError naming the file where it is missing or not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: {e.strerror if isinstance(e, OSError) else 'not JSON'}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    return data
+
+
 def rows(path: Path, anchor: str | None = None):
-    data = json.loads(path.read_text())
+    data = load(path)
     device = device_name(data.get("machine_info", {}))
     date = data.get("datetime", "")[:10]
     groups = defaultdict(list)
@@ -92,7 +103,7 @@ def wide_table(path: Path, anchor: str) -> list[str]:
     ratio over `anchor`'s), and the fastest non-anchor implementation over `anchor`."""
     cells: dict = defaultdict(dict)
     impls: list[str] = []
-    for b in json.loads(path.read_text())["benchmarks"]:
+    for b in load(path)["benchmarks"]:
         info = b.get("extra_info", {})
         if not {"task", "passes", "batch", "impl"} <= set(info):
             continue
@@ -107,7 +118,10 @@ def wide_table(path: Path, anchor: str) -> list[str]:
         out = []
         for impl in impls:
             t = row.get(impl)
-            out.append("-" if t is None else _ms(t) if impl == anchor or ours is None else f"{_ms(t)} ({t / ours:.2f}x)")
+            if t is None:
+                out.append("-")
+            else:
+                out.append(_ms(t) if impl == anchor or ours is None else f"{_ms(t)} ({t / ours:.2f}x)")
         best = min((row[i], i) for i in others if i in row) if any(i in row for i in others) else None
         tail = "-" if best is None or ours is None else f"{best[0] / ours:.2f}x ({best[1]})"
         label = f"{task} {'forward' if passes_ == 'fwd' else 'forward + backward'}"
@@ -122,9 +136,16 @@ def main(argv=None) -> int:
     ap.add_argument("--anchor", help="rows whose name starts with this are ours, every other row a peer")
     ap.add_argument("--wide", action="store_true", help="with --anchor: the peers table, a column per implementation")
     args = ap.parse_args(argv)
+    try:
+        return _print(args)
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def _print(args) -> int:
     if args.wide:
         if args.anchor is None:
-            ap.error("--wide needs --anchor")
+            raise ValueError("--wide needs --anchor")
         for f in args.files:
             print("\n".join(wide_table(f, args.anchor)))
         return 0

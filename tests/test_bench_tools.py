@@ -161,3 +161,23 @@ def test_ratio_wide_table_puts_every_implementation_in_a_column(tmp_path, capsys
     assert lines[0] == "| task | B | spin_fast | smplx | body_models_compiled | fastest other / spin_fast |"
     assert lines[2] == "| joints24 forward + backward | 512 | 4 | 2000 (500.00x) | - | 500.00x (smplx) |"
     assert lines[3] == "| mesh forward | 64 | 20 | 30 (1.50x) | 25 (1.25x) | 1.25x (body_models_compiled) |"
+
+
+def test_ratio_names_a_file_it_cannot_read(tmp_path, capsys):
+    """A missing file, one that is not JSON, and JSON without a 'benchmarks' list: one line naming the
+    file and exit 2, in every mode; --wide without --anchor too."""
+    import pytest
+
+    ratio = _load("ratio")
+    garbage, other = tmp_path / "garbage.json", tmp_path / "other.json"
+    garbage.write_text("not json")
+    other.write_text('{"a": 1}')
+    cases = [([str(tmp_path / "missing.json")], "missing.json: No such file or directory"),
+             ([str(garbage), "--markdown"], "garbage.json: not JSON"),
+             ([str(other), "--wide", "--anchor", "spin_fast"], "other.json: not a pytest-benchmark JSON file"),
+             ([str(other), "--wide"], "--wide needs --anchor")]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as e:
+            ratio.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and said in err[-1] and "Traceback" not in "\n".join(err), (argv, err)
