@@ -81,6 +81,7 @@ class LossRecipe:
 class DataRecipe:
     geometry: Codebase             # crop geometry (data/augment.py)
     rot_prob: float
+    flip_prob: float               # probability of a horizontal flip (labels mirrored with the image)
     mix: Codebase                  # dataset ratios (data/datasets.py mix_ratios)
     batch_size: int
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -122,9 +123,10 @@ RECIPES: dict[str, Recipe] = {
                           "batch's summed loss)", "kp_norm": MMH_SMPLIFY + ":561-562 (_compute_loss: img_res - 1)",
                           "trainer_keypoints": MMH_ESTIMATOR + ":305 (keypoints as they are)",
                           "valid_fit": MMH_ESTIMATOR + ":190, 288, 359 (keypoint2d_loss summed, < threshold=10.0)"}),
-        DataRecipe(geometry="mmhuman3d", rot_prob=0.6, mix="mmhuman3d", batch_size=32, sources={
+        DataRecipe(geometry="mmhuman3d", rot_prob=0.6, flip_prob=0.5, mix="mmhuman3d", batch_size=32, sources={
             "geometry": MMH + "mmhuman3d/data/datasets/pipelines/transforms.py (MeshAffine)",
             "rot_prob": MMH + "mmhuman3d/data/datasets/pipelines/transforms.py:715",
+            "flip_prob": MMH_CONFIG + ":122 (RandomHorizontalFlip)",
             "mix": MMH_CONFIG + ":215", "batch_size": MMH_CONFIG + ":161"}),
         OptimRecipe(lr=3e-5, epochs=10, lr_decay_epochs=(3,), sources={
             "lr": MMH_CONFIG + ":66", "epochs": MMH_CONFIG + ":70", "lr_decay_epochs": MMH_CONFIG + ":69"}),
@@ -147,8 +149,9 @@ RECIPES: dict[str, Recipe] = {
                           "kp_norm": SPIN_SMPLIFY + " (pixel units: unused)",
                           "trainer_keypoints": SPIN_TRAINER + ":152-153 + smplify.py get_fitting_loss",
                           "valid_fit": SPIN_TRAINER + ":225 + " + SPIN_OPTIONS + ":49 (mean < 100)"}),
-        DataRecipe(geometry="spin", rot_prob=0.4, mix="spin", batch_size=64, sources={
+        DataRecipe(geometry="spin", rot_prob=0.4, flip_prob=0.5, mix="spin", batch_size=64, sources={
             "geometry": SPIN + "utils/imutils.py:46 (crop)", "rot_prob": SPIN + "datasets/base_dataset.py:114",
+            "flip_prob": SPIN + "datasets/base_dataset.py:98 (augm_params)",
             "mix": SPIN + "datasets/mixed_dataset.py:22-26", "batch_size": SPIN_OPTIONS + ":33"}),
         OptimRecipe(lr=5e-5, epochs=50, lr_decay_epochs=(), sources={
             "lr": SPIN_OPTIONS + ":32", "epochs": SPIN_OPTIONS + ":31", "lr_decay_epochs": SPIN + "utils/base_trainer.py (no scheduler)"}),

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from spin_fast.body import BodyModel
+from spin_fast.constants import SPIN_49_FLIP
 from spin_fast.data import build_train_loader
 from spin_fast.data.augment import AugParams, denormalize
 from spin_fast.data.batch import Sources, make_plan
@@ -184,6 +185,26 @@ def test_train_loader_on_synthetic_root(synth_root):
     b2 = next(d.iter_from(3))
     assert torch.equal(b["sample_index"], b2["sample_index"]) and torch.equal(b["keypoints2d"], b2["keypoints2d"])
     assert (denormalize(b["img"]) - denormalize(b2["img"])).abs().mean() < 2.0
+
+
+def test_flip_prob_reaches_the_batches(synth_root):
+    """data.flip_prob 0 mirrors no sample; every other draw (samples, noise, scale, rotation) is SPIN's
+    0.5's, and the samples 0.5 mirrors are the unmirrored ones with x negated and left / right swapped."""
+    mix = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.1, "lspet": 0.1, "mpii": 0.1, "coco": 0.2}
+    kept = next(build_train_loader(synth_root, mix, batch_size=16, backend="reference", threads=0, seed=1,
+                                   flip_prob=0.0).iter_from(3))
+    spin = next(build_train_loader(synth_root, mix, batch_size=16, backend="reference", threads=0, seed=1).iter_from(3))
+    assert not kept["flip"].any() and 0 < spin["flip"].sum() < 16
+    for key in ("sample_index", "dataset_id", "noise", "scale", "center"):
+        assert torch.equal(kept[key], spin[key]), key
+    assert torch.equal(kept["rot_deg"].abs(), spin["rot_deg"].abs())  # the labels' angle: negated when mirrored
+    same, mirrored = ~spin["flip"], spin["flip"] & (spin["rot_deg"] == 0)
+    assert torch.equal(kept["keypoints2d"][same], spin["keypoints2d"][same])
+    assert torch.equal(denormalize(kept["img"][same]), denormalize(spin["img"][same]))
+    assert mirrored.any()
+    a, b = kept["keypoints2d"][mirrored], spin["keypoints2d"][mirrored][:, SPIN_49_FLIP]  # crop pixels
+    assert torch.equal(a[..., 2], b[..., 2])
+    assert torch.allclose(a[..., 1], b[..., 1], atol=1e-3) and torch.allclose(a[..., 0], 224 - b[..., 0], atol=1.0)
 
 
 def test_check_cli_reports_missing_and_unreadable(synthetic_assets, tmp_path, capsys):

@@ -18,7 +18,8 @@ from spin_fast.train.__main__ import main as train_main
 from spin_fast.train.config import ConfigError, build_config, from_dict, to_dict
 
 UPSTREAM = {
-    "mmhuman3d": {"data.batch_size": 32, "data.rot_prob": 0.6, "data.augmentation": "mmhuman3d",
+    "mmhuman3d": {"data.batch_size": 32, "data.rot_prob": 0.6, "data.flip_prob": 0.5,
+                  "data.augmentation": "mmhuman3d",
                   "data.mix": {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.10, "lspet": 0.10, "mpii": 0.10,
                                "coco": 0.20},
                   "smplify.flavor": "mmhuman3d", "smplify.stage1_iters": 50, "smplify.stage2_iters": 50,
@@ -26,7 +27,8 @@ UPSTREAM = {
                   "loss.keypoints3d": 100.0, "loss.keypoints2d": 10.0, "loss.vertices": 2.0, "loss.pose": 3.0,
                   "loss.betas": 0.02, "loss.camera": 60.0, "loss.openpose_2d": 1.0, "loss.criterion": "smooth_l1",
                   "loss.overall": 1.0, "loss.convention": "mmhuman3d"},
-    "spin": {"data.batch_size": 64, "data.rot_prob": 0.4, "data.augmentation": "spin", "data.mix": None,
+    "spin": {"data.batch_size": 64, "data.rot_prob": 0.4, "data.flip_prob": 0.5, "data.augmentation": "spin",
+             "data.mix": None,
              "data.mix_preset": "spin", "smplify.flavor": "spin", "smplify.stage1_iters": 100,
              "smplify.stage2_iters": 100, "optim.lr": 5e-5, "optim.epochs": 50, "optim.lr_decay_epochs": [],
              "loss.keypoints3d": 5.0, "loss.keypoints2d": 5.0, "loss.vertices": 0.0, "loss.pose": 1.0,

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from spin_fast.train.checkpoint import load_checkpoint, save_checkpoint, step_files
-from spin_fast.train.run_dir import RunDirError, find_resume_checkpoint, truncate_log
+from spin_fast.train.run_dir import (RunDirError, config_as_it_ran, config_changes, find_resume_checkpoint,
+                                    truncate_log)
 
 from test_train import data_root, small_config  # noqa: F401  (the module's synthetic data root fixture)
 
@@ -113,6 +114,22 @@ def test_weights_only_refusal_names_the_file(base_run, tmp_path):
     assert str(evil) in msg and "refusing to load" in msg and "shutil.copy" in msg, msg
     advice = msg.replace(str(evil), "")
     assert "weights_only" not in advice and "False" not in advice  # no advice to turn the safety off
+
+
+def test_a_key_newer_than_the_checkpoint_counts_as_what_its_preset_gave():
+    """A run saved before data.flip_prob existed flipped with its preset's 0.5: resuming it with 0.5 is
+    no change, with 0 it is one."""
+    from spin_fast.train.config import build_config, to_dict
+
+    for preset in ("mmhuman3d", "spin"):
+        now = to_dict(build_config(overrides={"data.root": "/d", "preset": preset}))
+        old = yaml.safe_load(yaml.safe_dump(now))
+        del old["data"]["flip_prob"]
+        assert config_changes(old, now) == {"data.flip_prob": (None, 0.5)}
+        assert config_changes(config_as_it_ran(old), now) == {}
+        no_flip = to_dict(build_config(overrides={"data.root": "/d", "preset": preset, "data.flip_prob": 0}))
+        assert config_changes(config_as_it_ran(old), no_flip) == {"data.flip_prob": (0.5, 0.0)}
+    assert config_as_it_ran({"data": {"no_such_key": 1}}) == {"data": {"no_such_key": 1}}
 
 
 def test_changed_config_is_refused_then_recorded(data_root, base_run, tmp_path):  # noqa: F811

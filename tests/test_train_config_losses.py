@@ -20,6 +20,7 @@ def test_precedence_defaults_demo_file_flags(tmp_path):
     demo = build_config(overrides={})
     assert demo.demo and demo.model.backbone == "resnet18" and demo.max_steps == DEMO_OVERRIDES["max_steps"]
     assert demo.model.input_res == 64 and demo.data.rot_prob == 0.0 and demo.data.batch_size == 32
+    assert demo.data.flip_prob == 0.0 and cfg.data.flip_prob == 0.5
     f = tmp_path / "c.yaml"
     f.write_text("data: {root: /d, batch_size: 4, mix: {h36m: 1.0}}\noptim: {lr: 1.0e-4}\nsmplify: {flavor: mmhuman3d}\n")
     cfg = build_config(str(f), {"optim.lr": "2e-4", "model.bf16": "false"})
@@ -35,6 +36,7 @@ def test_precedence_defaults_demo_file_flags(tmp_path):
     ({"model.backbone": "vgg"}, "'model.backbone' must be one of"),
     ({"smplify.stage1_iters": "-3"}, "'smplify.stage1_iters' must be >= 0"),
     ({"data.rot_prob": "1.5"}, "'data.rot_prob' must be in"),
+    ({"data.flip_prob": "-0.1"}, r"'data.flip_prob' must be in \[0, 1\]"),
     ({"model.input_res": "16"}, "'model.input_res' must be >= 32"),
     ({"model.bf16": "maybe"}, "'model.bf16' must be true or false"),
     ({"optim.learning_rate": "1"}, "unknown config key 'optim.learning_rate'"),

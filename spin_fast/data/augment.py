@@ -69,12 +69,15 @@ class AugParams:
                          np.zeros(n, np.float32))
 
 
-def sample_aug_params(rng: np.random.Generator, n: int, rot_prob: float = ROT_PROB) -> AugParams:
-    """SPIN's augm_params for n samples: flip p=0.5, noise U[0.6, 1.4]^3,
-    rot clip(N(0, 30), +-60) kept with probability rot_prob, scale clip(N(1, 0.25), 0.75, 1.25)."""
-    if not 0.0 <= rot_prob <= 1.0:
-        raise ValueError(f"rot_prob must be in [0, 1], got {rot_prob}")
-    flip = rng.uniform(size=n) < FLIP_PROB
+def sample_aug_params(rng: np.random.Generator, n: int, rot_prob: float = ROT_PROB,
+                      flip_prob: float = FLIP_PROB) -> AugParams:
+    """SPIN's augm_params for n samples: flip with probability flip_prob (SPIN's: 0.5), noise U[0.6, 1.4]^3,
+    rot clip(N(0, 30), +-60) kept with probability rot_prob, scale clip(N(1, 0.25), 0.75, 1.25).
+    The draws do not depend on the probabilities, so changing one changes no other parameter."""
+    for name, p in (("rot_prob", rot_prob), ("flip_prob", flip_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    flip = rng.uniform(size=n) < flip_prob
     noise = rng.uniform(1 - NOISE_FACTOR, 1 + NOISE_FACTOR, size=(n, 3))
     rot = np.clip(rng.normal(size=n) * ROT_FACTOR, -2 * ROT_FACTOR, 2 * ROT_FACTOR)
     rot = np.where(rng.uniform(size=n) < rot_prob, rot, 0.0)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from spin_fast.constants import GENDER_IDS, IMG_RES
-from spin_fast.data.augment import (AugParams, augment_labels, crop_matrix, keypoint_matrix, label_rotation,
+from spin_fast.data.augment import (FLIP_PROB, AugParams, augment_labels, crop_matrix, keypoint_matrix, label_rotation,
                                    sample_aug_params, transform_keypoints2d)
 from spin_fast.data.humandata import HumanData
 from spin_fast.errors import SpinFastError
@@ -115,13 +115,15 @@ def make_plan(sources: Sources, step: int, dataset_id: np.ndarray, index: np.nda
 class TrainPlanner:
     """step -> BatchPlan from a MixedSampler and SPIN's random augmentation, in `geometry`'s crop."""
 
-    def __init__(self, sources: Sources, sampler, rot_prob: float, geometry: Codebase = DEFAULT_CODEBASE):
+    def __init__(self, sources: Sources, sampler, rot_prob: float, geometry: Codebase = DEFAULT_CODEBASE,
+                 flip_prob: float = FLIP_PROB):
         self.sources, self.sampler, self.rot_prob, self.geometry = sources, sampler, rot_prob, geometry
+        self.flip_prob = flip_prob
 
     def __call__(self, step: int) -> BatchPlan:
         ids, idx = self.sampler.batch(step)
-        return make_plan(self.sources, step, ids, idx, sample_aug_params(self.sampler.rng(step), len(ids), self.rot_prob),
-                         geometry=self.geometry)
+        params = sample_aug_params(self.sampler.rng(step), len(ids), self.rot_prob, self.flip_prob)
+        return make_plan(self.sources, step, ids, idx, params, geometry=self.geometry)
 
 
 class EvalPlanner:

@@ -43,6 +43,7 @@ LOSS_KEYS = ("keypoints3d", "keypoints2d", "vertices", "pose", "betas", "camera"
              "overall", "convention")
 RECIPE_KEYS = {
     "data.mix_preset": ("data", "mix"), "data.batch_size": ("data", "batch_size"), "data.rot_prob": ("data", "rot_prob"),
+    "data.flip_prob": ("data", "flip_prob"),
     "data.augmentation": ("data", "geometry"), "smplify.flavor": ("smplify", "objective"),
     "smplify.stage1_iters": ("smplify", "stage1_iters"), "smplify.stage2_iters": ("smplify", "stage2_iters"),
     "optim.lr": ("optim", "lr"), "optim.epochs": ("optim", "epochs"), "optim.lr_decay_epochs": ("optim", "lr_decay_epochs"),
@@ -88,6 +89,7 @@ class DataConfig:
     #                                  CUDA device, the reference loader on the CPU
     threads: int = 2                 # CPU threads for decoding and augmentation
     rot_prob: float | None = None    # probability of a random rotation augmentation
+    flip_prob: float | None = None   # probability of a horizontal flip (image and labels mirrored)
     augmentation: str | None = None  # crop geometry: mmhuman3d flips the image, then rotates; spin is SPIN's
     #                                  rounded crop, rotated then flipped
     skip_bad_images: bool = False    # count and skip unreadable images instead of failing (one process only)
@@ -164,12 +166,15 @@ class TrainConfig:
 # the convolution work at 224), batch 32, lr 3e-4 and 0.3x that after 400 steps (the presets' 3e-5 /
 # 5e-5 assume a pretrained backbone; 1e-3 diverges at once, 3e-4 after about 600 steps), no rotation
 # augmentation (the stand-in's people stand upright, and a short run learns the articulation sooner
-# without it), SMPLify 10 + 10 in the loop.
+# without it), no horizontal flips (the stand-in colours the left and right limbs differently, so a
+# mirrored crop shows a body whose left limbs wear the right's colours, unlike any test image; with
+# flips the network cannot use the colours to tell left from right, nor front from back), SMPLify
+# 10 + 10 in the loop.
 DEMO_OVERRIDES = {
     "max_steps": 800, "log_every": 20, "ckpt_every": 200, "image_every": 200, "work_dir": "work_dirs/demo",
-    "data.batch_size": 32, "data.rot_prob": 0.0, "model.backbone": "resnet18", "model.input_res": 64,
-    "model.bf16": False, "optim.lr": 3e-4, "optim.samples_per_epoch": 12_800, "optim.lr_decay_epochs": [1],
-    "optim.lr_decay": 0.3, "smplify.stage1_iters": 10, "smplify.stage2_iters": 10,
+    "data.batch_size": 32, "data.rot_prob": 0.0, "data.flip_prob": 0.0, "model.backbone": "resnet18",
+    "model.input_res": 64, "model.bf16": False, "optim.lr": 3e-4, "optim.samples_per_epoch": 12_800,
+    "optim.lr_decay_epochs": [1], "optim.lr_decay": 0.3, "smplify.stage1_iters": 10, "smplify.stage2_iters": 10,
 }
 
 CHOICES = {
@@ -321,8 +326,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.model.input_res is not None and cfg.model.input_res < MIN_INPUT_RES:
         raise ConfigError(f"config key 'model.input_res' must be >= {MIN_INPUT_RES} (the backbone's stride) or "
                           f"none, got {cfg.model.input_res}")
-    if not 0.0 <= cfg.data.rot_prob <= 1.0:
-        raise ConfigError(f"config key 'data.rot_prob' must be in [0, 1], got {cfg.data.rot_prob}")
+    for key in ("rot_prob", "flip_prob"):
+        if not 0.0 <= getattr(cfg.data, key) <= 1.0:
+            raise ConfigError(f"config key 'data.{key}' must be in [0, 1], got {getattr(cfg.data, key)}")
     mix = cfg.data.mix
     from spin_fast.data.datasets import TRAIN_DATASETS
 
@@ -422,7 +428,7 @@ def _allowed(key: str, hint) -> str:
         text = " | ".join("none" if c is None else str(c) for c in CHOICES[key])
     elif base is bool:
         text = "true | false"
-    elif key == "data.rot_prob":
+    elif key in ("data.rot_prob", "data.flip_prob"):
         text = "number in [0, 1]"
     elif key == "model.input_res":
         text = f"integer >= {MIN_INPUT_RES}"

@@ -204,6 +204,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def config_as_it_ran(old: dict) -> dict:
+    """A checkpoint's saved config with the recipe keys of later versions filled in as that run had
+    them (its preset's values), so a resume compares like with like; as saved when it no longer loads."""
+    from spin_fast.train.config import ConfigError, from_dict, to_dict
+
+    try:
+        return to_dict(from_dict(old))
+    except (ConfigError, TypeError, ValueError):
+        return old
+
+
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """{key: (old, new)} for every config leaf a resume would change, run-control keys left out."""
     a, b = _flat(old), _flat(new)
@@ -253,7 +264,7 @@ def open_run(config: dict, work_dir: str | os.PathLike, resume, overwrite: bool,
     if old_backbone and old_backbone != new_backbone:
         raise RunDirError(f"{path}: checkpoint is {old_backbone}, config asks {new_backbone} "
                           f"(resume with --backbone {old_backbone}, or start a new run)")
-    changes = config_changes(old, config)
+    changes = config_changes(config_as_it_ran(old), config)
     if changes and not allow_config_change:
         raise RunDirError(f"{path}: resuming with a changed config: {format_changes(changes)}; resume with the "
                           "checkpoint's values, or pass --allow-config-change to continue with the new ones")
