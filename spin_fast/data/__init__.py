@@ -123,7 +123,8 @@ def _impl(backend, sources, planner, batch_size, threads, skip_bad_images, devic
 
 def build_train_loader(paths, mix: dict[str, float] | Codebase, batch_size: int, backend: str = "auto", threads: int = 2,
                        seed: int = 0, rank: int = 0, world_size: int = 1, rot_prob: float = 0.6,
-                       flip_prob: float = 0.5, skip_bad_images: bool = False, device=None, geometry: Codebase = DEFAULT_CODEBASE) -> Loader:
+                       flip_prob: float = 0.5, skip_bad_images: bool = False, device=None,
+                       geometry: Codebase = DEFAULT_CODEBASE) -> Loader:
     """Endless training batches of the datasets in `mix` (name -> ratio, zero ratios dropped; or a mix
     preset of `datasets.mix_ratios`, a `Codebase`, over every training dataset), from
     the data root `paths` (AssetPaths), sharded for (rank, world_size), deterministic from seed;
@@ -150,8 +151,8 @@ def build_train_loader(paths, mix: dict[str, float] | Codebase, batch_size: int,
 
 
 def train_loader_from_recipe(paths, data: DataRecipe, mix: dict[str, float] | None = None, **options) -> Loader:
-    """Training batches as a data recipe (spin_fast.recipes.DataRecipe) says: its crop geometry, rot_prob, flip_prob,
-    batch size and mix (`mix`: explicit ratios instead); `options` are build_train_loader's others
+    """Training batches as a data recipe (spin_fast.recipes.DataRecipe) says: its crop geometry, rot_prob,
+    flip_prob, batch size and mix (`mix`: explicit ratios instead); `options` are build_train_loader's others
     (backend, threads, seed, rank, world_size, skip_bad_images, device)."""
     return build_train_loader(paths, data.mix if mix is None else mix, data.batch_size, rot_prob=data.rot_prob,
                               flip_prob=data.flip_prob, geometry=data.geometry, **options)
