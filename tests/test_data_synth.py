@@ -189,7 +189,7 @@ def test_train_loader_on_synthetic_root(synth_root):
 
 def test_flip_prob_reaches_the_batches(synth_root):
     """data.flip_prob 0 mirrors no sample; every other draw (samples, noise, scale, rotation) is SPIN's
-    0.5's, and the samples 0.5 mirrors are the unmirrored ones with x negated and left / right swapped."""
+    0.5's, and the samples 0.5 mirrors are the unmirrored ones with x -> 224 - x and left / right swapped."""
     mix = {"h36m": 0.35, "mpi_inf_3dhp": 0.15, "lsp": 0.1, "lspet": 0.1, "mpii": 0.1, "coco": 0.2}
     kept = next(build_train_loader(synth_root, mix, batch_size=16, backend="reference", threads=0, seed=1,
                                    flip_prob=0.0).iter_from(3))

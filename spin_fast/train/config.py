@@ -187,6 +187,7 @@ CHOICES = {
 POSITIVE = {"data.batch_size", "data.threads", "data.synthetic_scale", "optim.lr", "optim.epochs",
             "optim.samples_per_epoch", "log_every", "ckpt_every", "max_steps"}
 NON_NEGATIVE = {"image_every", "smplify.stage1_iters", "smplify.stage2_iters", "optim.weight_decay", "keep_checkpoints"}
+PROBABILITIES = ("data.rot_prob", "data.flip_prob")
 
 
 # --- flattening --------------------------------------------------------------------------------------
@@ -326,9 +327,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.model.input_res is not None and cfg.model.input_res < MIN_INPUT_RES:
         raise ConfigError(f"config key 'model.input_res' must be >= {MIN_INPUT_RES} (the backbone's stride) or "
                           f"none, got {cfg.model.input_res}")
-    for key in ("rot_prob", "flip_prob"):
-        if not 0.0 <= getattr(cfg.data, key) <= 1.0:
-            raise ConfigError(f"config key 'data.{key}' must be in [0, 1], got {getattr(cfg.data, key)}")
+    for key in PROBABILITIES:
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1], got {flat[key]}")
     mix = cfg.data.mix
     from spin_fast.data.datasets import TRAIN_DATASETS
 
@@ -428,7 +429,7 @@ def _allowed(key: str, hint) -> str:
         text = " | ".join("none" if c is None else str(c) for c in CHOICES[key])
     elif base is bool:
         text = "true | false"
-    elif key in ("data.rot_prob", "data.flip_prob"):
+    elif key in PROBABILITIES:
         text = "number in [0, 1]"
     elif key == "model.input_res":
         text = f"integer >= {MIN_INPUT_RES}"

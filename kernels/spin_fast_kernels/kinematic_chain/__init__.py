@@ -17,7 +17,7 @@ import torch
 
 from .._dispatch import compile_setting, use_triton
 from .cpu import rodrigues_chain_cpu
-from .host import rodrigues_chain_host, shaped_rodrigues_chain_host
+from .host import host_accepts, rodrigues_chain_host, shaped_rodrigues_chain_host
 from .reference import kinematic_chain_torch, rodrigues_torch
 
 __all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_chain", "rodrigues_chain_cpu",
@@ -28,8 +28,7 @@ __all__ = ["kinematic_chain", "kinematic_chain_torch", "rodrigues", "rodrigues_c
 def use_host(*tensors: torch.Tensor) -> bool:
     """True where the torch side of an op runs its NumPy path (host.py): float32 / float64 CPU tensors,
     neither Triton (`SPIN_FAST_BACKEND`) nor `SPIN_FAST_COMPILE=1` asked for."""
-    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
-            and not use_triton(*tensors) and not compile_setting())
+    return all(host_accepts(t) for t in tensors) and not use_triton(*tensors) and not compile_setting()
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:

@@ -237,8 +237,13 @@ class _HostShapedChain(torch.autograd.Function):
                 None, None, None, None)
 
 
+def host_accepts(t: torch.Tensor) -> bool:
+    """Whether this path takes `t`: a float32 / float64 tensor on the CPU."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
 def _plan_for(t: torch.Tensor, parents: Sequence[int], op: str) -> HostPlan:
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+    if not host_accepts(t):
         raise ValueError(f"{op}: CPU float32 / float64 tensors only, got {t.dtype} on {t.device}")
     return host_plan(parents, t.dtype)
 
